@@ -1,0 +1,142 @@
+"""One frozen settings object built from the environment (see the README's configuration table).
+
+``DATABASE_URL`` and ``BROKER_URL`` win; else the seed's variables (``DB_HOST`` ..., ``RABBITMQ_HOST``
+...) build the URLs; with neither, the embedded default: SQLite in a local file and kombu's in-memory
+transport, so that ``flow run`` works on a machine with nothing installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import quote
+
+
+class SettingsError(ValueError):
+    """A setting has a value that Flow cannot use; the message names the variable and the fix."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; set it to a whole number like {default}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is too small; it must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set it to a number like {default}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is too small; it must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _database_url(env: Mapping[str, str], data_dir: str) -> str:
+    if env.get("DATABASE_URL"):
+        url = env["DATABASE_URL"]
+        # Heroku-style URLs name the dialect "postgres"; SQLAlchemy wants "postgresql".
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        return url
+    if env.get("DB_HOST"):
+        user = quote(env.get("DB_USERNAME", "postgres"), safe="")
+        password = quote(env.get("DB_PASSWORD", "postgres"), safe="")
+        port = _int(env, "DB_PORT", 5432, 1)
+        name = env.get("DB_NAME", "queue_worker")
+        return f"postgresql+psycopg2://{user}:{password}@{env['DB_HOST']}:{port}/{name}"
+    return f"sqlite:///{os.path.join(data_dir, 'flow.db')}"
+
+
+def _broker_url(env: Mapping[str, str]) -> str:
+    if env.get("BROKER_URL"):
+        return env["BROKER_URL"]
+    if env.get("RABBITMQ_HOST"):
+        user = quote(env.get("RABBITMQ_USER", "guest"), safe="")
+        password = quote(env.get("RABBITMQ_PASSWORD", "guest"), safe="")
+        port = _int(env, "RABBITMQ_PORT", 5672, 1)
+        return f"amqp://{user}:{password}@{env['RABBITMQ_HOST']}:{port}//"
+    return "memory://"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    port: int = 3030
+    data_dir: str = ".flow"
+    http_allowlist: tuple[str, ...] = ()
+    http_max_response_bytes: int = 10 * 1024 * 1024
+    quorum_queues: bool = False
+    prefetch: int = 32
+    lease_seconds: float = 60.0
+    catchup_window_seconds: float = 3600.0
+    overload_pending_threshold: int = 10_000
+    overload_failed_ratio: float = 0.5
+    api_token: str | None = None
+    secret_key: str | None = None
+    log_format: str = "auto"
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded default (SQLite and the in-memory broker)."""
+        return self.database_url.startswith("sqlite") and self.broker_url.startswith("memory")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        data_dir = env.get("FLOW_DATA_DIR") or ".flow"
+        log_format = env.get("FLOW_LOG_FORMAT", "auto")
+        if log_format not in ("auto", "json", "text"):
+            raise SettingsError(f"FLOW_LOG_FORMAT={log_format!r}: use auto, json or text")
+        return cls(
+            database_url=_database_url(env, data_dir),
+            broker_url=_broker_url(env),
+            port=_int(env, "PORT", 3030, 1),
+            data_dir=data_dir,
+            http_allowlist=_list(env, "FLOW_HTTP_ALLOWLIST"),
+            http_max_response_bytes=_int(env, "FLOW_HTTP_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, 1),
+            quorum_queues=_bool(env, "FLOW_QUORUM_QUEUES", False),
+            prefetch=_int(env, "FLOW_PREFETCH", 32, 1),
+            lease_seconds=_float(env, "FLOW_LEASE_SECONDS", 60.0, 1.0),
+            catchup_window_seconds=_float(env, "FLOW_CATCHUP_WINDOW_SECONDS", 3600.0, 0.0),
+            overload_pending_threshold=_int(env, "FLOW_OVERLOAD_PENDING", 10_000, 1),
+            overload_failed_ratio=_float(env, "FLOW_OVERLOAD_FAILED_RATIO", 0.5, 0.0),
+            api_token=env.get("FLOW_API_TOKEN") or None,
+            secret_key=env.get("FLOW_SECRET_KEY") or None,
+            log_format=log_format,
+            secrets={
+                key[len("FLOW_SECRET_"):]: value
+                for key, value in env.items()
+                if key.startswith("FLOW_SECRET_") and key != "FLOW_SECRET_KEY"
+            },
+        )

@@ -1,0 +1,69 @@
+"""Shared fixtures. Integration tests talk to the real PostgreSQL and RabbitMQ of the machine.
+
+Under ``CI=true`` a missing service fails the test; on a laptop without the services it skips.
+Each test session gets its own PostgreSQL database and its own RabbitMQ virtual host, so that
+parallel sessions and leftovers of earlier runs never interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("FLOW_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_HOST = os.environ.get("FLOW_TEST_AMQP_HOST", "127.0.0.1:5672")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(what: str, exc: BaseException) -> None:
+    message = f"{what} is not reachable ({exc}); start it (see .ci/run) to run this test"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of a fresh PostgreSQL database for this test session, dropped at the end."""
+    import psycopg2
+
+    name = f"flow_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        _unavailable("PostgreSQL", exc)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """URL of a fresh RabbitMQ virtual host for this test session, deleted at the end."""
+    import kombu
+
+    vhost = f"flow_test_{uuid.uuid4().hex[:10]}"
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True, capture_output=True, timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        _unavailable("RabbitMQ (rabbitmqctl)", exc)
+    url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
+    try:
+        with kombu.Connection(url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=2)
+    except Exception as exc:  # kombu raises several unrelated types for "cannot connect"
+        _unavailable("RabbitMQ", exc)
+    yield url
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
