@@ -16,6 +16,9 @@ MESSAGE_VERSION = 1
 ERROR_CLASSES = ("timeout", "network", "http.4xx", "http.429", "http.5xx", "invalid_input", "handler")
 
 
+RESULT_STATUSES = ("started", "completed", "failed")
+
+
 class MessageError(ValueError):
     """A message could not be decoded: wrong version, missing field or not JSON."""
 
@@ -132,12 +135,13 @@ class TaskMessage:
 
 @dataclass(frozen=True)
 class ResultMessage:
-    """What a worker reports for one attempt: ``completed`` with an output, or ``failed``."""
+    """What a worker reports for one attempt: ``started`` when it begins (so the coordinator can
+    mark the task processing and start its lease), then ``completed`` with an output, or ``failed``."""
 
     task_id: str
     attempt: int
     fencing_token: int
-    status: str  # "completed" | "failed"
+    status: str  # "started" | "completed" | "failed"
     output: Any = None
     error: Failure | None = None
     worker: str | None = None
@@ -167,8 +171,10 @@ class ResultMessage:
     def decode(cls, body: bytes | str | Mapping[str, Any]) -> "ResultMessage":
         data = _load(body, "result")
         status = data.get("status")
-        if status not in ("completed", "failed"):
-            raise MessageError(f"result message has status {status!r}; expected completed or failed")
+        if status not in RESULT_STATUSES:
+            raise MessageError(
+                f"result message has status {status!r}; expected one of {', '.join(RESULT_STATUSES)}"
+            )
         try:
             return cls(
                 task_id=str(data["task_id"]),
