@@ -207,8 +207,8 @@ def task_queue_name(task_type: str) -> str:
 
 # Topology: pure kombu declarations (no connection). Coordinator and workers declare the same
 # entities with the same arguments, because RabbitMQ refuses a redeclaration whose arguments differ.
-# The results queue is bound on the ``flow.tasks`` exchange with routing key ``flow.results`` (no
-# task type can be called that, since task types have no dots), so one exchange carries both ways.
+# The results queue is bound on the ``flow.tasks`` exchange with routing key ``flow.results`` (so
+# ``flow.results`` is a reserved name that no task type may take); one exchange carries both ways.
 # Dead letters go to a fanout exchange so that every rejected task lands in one queue whatever its
 # routing key was; the original key stays in the ``x-death`` header for requeueing.
 
