@@ -1,0 +1,150 @@
+"""The coordinator loop: results in -> one store transaction -> ack -> outbox out; timers.
+
+Several coordinators may run at once: the store serialises them with row locks and compare-and-set
+transitions, and the broker spreads results between them (bounded prefetch). A coordinator keeps no
+state of its own that matters: killed at any point, another (or its restart) picks up from the
+database (outbox rows, due timers) and the broker (unacked results are redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Protocol, Sequence
+
+from engine.contracts import ResultMessage
+from engine.messaging import Broker, Publisher, ResultConsumer
+from engine.settings import Settings
+
+log = logging.getLogger("flow.coordinator")
+
+TIMER_INTERVAL = 0.5  # seconds between timer passes (retries due, leases expired, run deadlines)
+RELAY_LIMIT = 500
+MAX_BACKOFF = 10.0
+
+
+class StoreLike(Protocol):
+    """The part of ``engine.store.Store`` the coordinator drives."""
+
+    def apply_results(self, results: Sequence[ResultMessage]) -> Any: ...
+
+    def run_timers(self, limit: int = 500) -> Any: ...
+
+    def relay_outbox(self, publish: Any, limit: int = 500) -> int: ...
+
+
+class Coordinator:
+    """Drives runs: applies worker results, fires timers and relays the outbox to the broker.
+
+    Parameters:
+        store: the ``engine.store.Store`` (all SQL).
+        broker: the ``engine.messaging.Broker`` (all kombu).
+        settings: the process settings.
+        batch_size: most results applied in one transaction.
+        batch_wait: seconds a batch waits for more results after the first one arrived.
+        task_types: the task queues declared at start (others are declared on first publish).
+    """
+
+    def __init__(
+        self,
+        store: StoreLike,
+        broker: Broker,
+        settings: Settings,
+        *,
+        batch_size: int = 500,
+        batch_wait: float = 0.005,
+        task_types: Sequence[str] = (),
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.settings = settings
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.task_types = tuple(task_types)
+        self.applied = 0  # results applied since start (for tests and logs)
+        # Test-only fault injection (DESIGN "each guarantee has a test that injects the fault"):
+        # ``exit_before_publish`` kills the process right after a result batch committed and before
+        # the outbox rows it created were published.
+        self._fault = os.environ.get("FLOW_FAULT", "")
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Loop until ``stop_event`` is set, then finish the batch in hand, relay, and return.
+
+        Broker and database outages are logged and retried with backoff; a result is acked only
+        after the transaction that applied it committed.
+        """
+        consumer = self.broker.result_consumer(batch_size=self.batch_size, batch_wait=self.batch_wait)
+        publisher = self.broker.publisher()
+        backoff = 0.0
+        topology_ready = False
+        next_timers = 0.0
+        log.info("coordinator started (broker %s)", _redact(self.broker.url))
+        try:
+            while not stop_event.is_set():
+                try:
+                    if not topology_ready:
+                        self.broker.declare_topology(self.task_types)
+                        topology_ready = True
+                    now = time.monotonic()
+                    if now >= next_timers:
+                        self.store.run_timers(limit=RELAY_LIMIT)
+                        next_timers = now + TIMER_INTERVAL
+                    # Relay on every pass, not only after results: runs started by the API or
+                    # the CLI put their first messages in the outbox without telling anyone.
+                    self._relay(publisher)
+                    wait = max(0.0, min(0.1, next_timers - time.monotonic()))
+                    consumer.drain(self._apply, timeout=wait)
+                    backoff = 0.0
+                except Exception as exc:  # any outage: log, back off, retry; never crash the loop
+                    backoff = min(max(backoff * 2, 0.2), MAX_BACKOFF)
+                    log.warning("coordinator pass failed (%s: %s); retrying in %.1fs",
+                                type(exc).__name__, exc, backoff)
+                    consumer.reset()
+                    stop_event.wait(backoff)
+            # Graceful stop: the batch in hand was applied and acked by drain; publish what it made.
+            try:
+                self._relay(publisher)
+            except Exception as exc:  # the rows stay in the outbox; the next coordinator sends them
+                log.warning("final relay failed (%s); the outbox keeps the messages", exc)
+        finally:
+            consumer.close()
+            publisher.close()
+            log.info("coordinator stopped after applying %d results", self.applied)
+
+    def _apply(self, results: list[ResultMessage]) -> None:
+        self.store.apply_results(results)
+        self.applied += len(results)
+        if self._fault == "exit_before_publish":
+            log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")
+            os._exit(70)
+
+    def _relay(self, publisher: Publisher) -> None:
+        # A full batch means there may be more; a short one means the outbox is drained (other
+        # coordinators may be adding rows meanwhile, which their own relay handles).
+        while self.store.relay_outbox(publisher.publish_batch, limit=RELAY_LIMIT) >= RELAY_LIMIT:
+            pass
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def run_coordinator(settings: Settings, stop_event: threading.Event, *, task_types: Sequence[str] = ()) -> None:
+    """Build the store and broker from ``settings`` and run a coordinator until ``stop_event``."""
+    from engine.db import make_engine
+    from engine.store import Store
+
+    store = Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds)
+    broker = Broker(settings)
+    try:
+        Coordinator(store, broker, settings, task_types=task_types).run(stop_event)
+    finally:
+        broker.close()
