@@ -16,7 +16,7 @@ from workers.registry import InvalidInput, TaskContext
 
 MAX_BYTES = 1 << 20
 
-OPERATIONS: dict[str, Callable[[Mapping[str, Any], list[Any]], Any]] = {
+OPERATIONS: dict[str, Callable[[Mapping[str, Any], list[Any], Mapping[str, Any]], Any]] = {
     "transform": data_ops.transform,
     "filter": data_ops.filter_items,
     "validate": data_ops.validate,
@@ -45,7 +45,7 @@ def handle(task: TaskContext) -> Any:
             f"{operation}: 'input' must be a list, not {data_ops.type_name(items)}", operation=operation
         )
     _check_size(items, f"{operation}: the input")
-    output = run(payload, items)
+    output = run(payload, items, {"secrets": dict(task.secrets)})
     _check_size(output, f"{operation}: the output")
     task.log("info", f"{operation}: {len(items)} items in", items_out=_count(output))
     return output

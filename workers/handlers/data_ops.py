@@ -1,4 +1,6 @@
-"""The operations of ``data_processing``, as pure functions ``op(config, items) -> output``.
+"""The operations of ``data_processing``, as pure functions ``op(config, items, env) -> output``.
+
+``env`` holds the roots a deferred lambda may still need (``secrets``).
 
 Each raises ``InvalidInput`` for a config or an element it cannot process; the message names the
 operation, the config key and, for an element, its index, so that the author can find it.
@@ -36,12 +38,12 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _per_item(op: str, key: str, value: Any) -> Callable[[int, Any], Any]:
+def _per_item(op: str, key: str, value: Any, env: Mapping[str, Any]) -> Callable[[int, Any], Any]:
     """A function of (index, element) for the config ``key``: a deferred lambda or a constant."""
     if isinstance(value, Mapping) and "$expr" in value:
         def call(index: int, element: Any) -> Any:
             try:
-                return evaluator.call_lambda(value, element)
+                return evaluator.call_lambda(value, element, env)
             except evaluator.EvaluationError as exc:
                 raise InvalidInput(f"{op}: '{key}' failed on item {index}: {exc}", index=index) from None
         return call
@@ -62,17 +64,17 @@ def field_value(element: Any, path: str) -> Any:
     return value
 
 
-def transform(config: Mapping[str, Any], items: list[Any]) -> list[Any]:
-    fn = _per_item("transform", "map", _require("transform", config, "map"))
+def transform(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> list[Any]:
+    fn = _per_item("transform", "map", _require("transform", config, "map"), env)
     return [fn(i, element) for i, element in enumerate(items)]
 
 
-def filter_items(config: Mapping[str, Any], items: list[Any]) -> list[Any]:
-    fn = _per_item("filter", "where", _require("filter", config, "where"))
+def filter_items(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> list[Any]:
+    fn = _per_item("filter", "where", _require("filter", config, "where"), env)
     return [element for i, element in enumerate(items) if fn(i, element)]
 
 
-def validate(config: Mapping[str, Any], items: list[Any]) -> dict[str, Any]:
+def validate(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> dict[str, Any]:
     schema = _require("validate", config, "schema")
     on_invalid = config.get("on_invalid", "fail")
     if on_invalid not in ("fail", "drop"):
@@ -115,7 +117,7 @@ def _json_path(path: Any) -> str:
     return text
 
 
-def aggregate(config: Mapping[str, Any], items: list[Any]) -> list[dict[str, Any]]:
+def aggregate(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> list[dict[str, Any]]:
     group_by = config.get("group_by") or []
     if isinstance(group_by, str):
         group_by = [group_by]
@@ -172,7 +174,7 @@ def _metric(name: str, fn: str, field: str | None, members: list[Any]) -> Any:
         raise InvalidInput(f"aggregate: {name} = {fn}({field}) cannot compare {' and '.join(kinds)}") from None
 
 
-def batch(config: Mapping[str, Any], items: list[Any]) -> list[list[Any]]:
+def batch(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> list[list[Any]]:
     size = _require("batch", config, "size")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         if isinstance(size, float) and size.is_integer() and size >= 1:
@@ -182,7 +184,7 @@ def batch(config: Mapping[str, Any], items: list[Any]) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def sort(config: Mapping[str, Any], items: list[Any]) -> list[Any]:
+def sort(config: Mapping[str, Any], items: list[Any], env: Mapping[str, Any]) -> list[Any]:
     by = config.get("by")
     desc = bool(config.get("desc", False))
     if by is None:
@@ -190,7 +192,7 @@ def sort(config: Mapping[str, Any], items: list[Any]) -> list[Any]:
     elif isinstance(by, str):
         key_of = lambda _i, element: field_value(element, by)
     elif isinstance(by, Mapping) and "$expr" in by:
-        key_of = _per_item("sort", "by", by)
+        key_of = _per_item("sort", "by", by, env)
     else:
         raise InvalidInput(f"sort: 'by' must be a field name or an expression, not {by!r}")
     keyed = [(_order_key(key_of(i, element)), element) for i, element in enumerate(items)]

@@ -1,0 +1,337 @@
+"""The worker process: consume task queues, run handlers in a thread pool, publish results, ack.
+
+One thread owns the kombu connection (channels are not thread-safe): it receives messages, publishes
+``started``, hands the work to a bounded pool, and between ``drain_events`` calls publishes the
+finished results (persistent, with publisher confirms) and only then acks the task. So a task is
+acked only once its result is safely with the broker; a crash in between means a redelivery, which
+the coordinator's compare-and-set transitions make harmless (at-least-once execution).
+
+On connection loss the loop reconnects with backoff; unacked messages of the lost connection are
+redelivered by the broker, so their results are dropped here. On stop (SIGTERM/SIGINT or
+``stop_event``) it stops consuming, lets running tasks finish for ``grace_period`` seconds, reports
+and acks them, and hands back (requeues) whatever is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import kombu
+from kombu.exceptions import OperationalError
+from kombu.message import Message
+
+from dsl import evaluator
+from engine import contracts
+from engine.contracts import Failure, MessageError, ResultMessage, TaskMessage
+from engine.settings import Settings
+from workers.registry import HandlerError, Registry, TaskContext, UnknownTaskType
+
+log = logging.getLogger("flow.worker")
+
+BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
+IDLE_POLL, BUSY_POLL = 0.5, 0.002  # drain_events timeouts: idle, and while results may be pending
+
+
+@dataclass
+class _InFlight:
+    message: Message
+    task: TaskMessage
+    started_at: float
+    deadline: float | None
+    future: "Future[ResultMessage]"
+
+
+class Worker:
+    """Consumes the queues of ``task_types`` and runs their handlers; see the module docstring.
+
+    Parameters: ``settings`` (broker URL, prefetch, quorum, secrets, allowlist), ``task_types``
+    (queues to consume), ``concurrency`` (handler threads), ``registry`` (default: the built-ins and
+    plugins), ``grace_period`` (seconds to finish in-flight work on stop), ``name`` (the AMQP
+    connection name, shown by ``rabbitmqctl list_connections``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        task_types: Sequence[str],
+        *,
+        concurrency: int = 8,
+        registry: Registry | None = None,
+        grace_period: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or Registry.with_builtins(load_plugins=True)
+        unknown = [t for t in task_types if t not in self.registry]
+        if unknown:
+            raise UnknownTaskType(
+                f"no handler for task type(s) {', '.join(unknown)}; known: {', '.join(self.registry.task_types())}"
+            )
+        if not task_types:
+            raise ValueError("a worker needs at least one task type to consume")
+        self.task_types = tuple(task_types)
+        self.concurrency = max(1, concurrency)
+        self.grace_period = grace_period
+        self.name = name or f"flow-worker {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop_event = threading.Event()
+        self.consuming = threading.Event()  # set while consuming; tests wait on it
+        self.connections = 0  # how many times a connection was established
+        self._done: "queue.SimpleQueue[Future[ResultMessage]]" = queue.SimpleQueue()
+        self._inflight: dict[int, _InFlight] = {}  # by id(future)
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Consume until ``stop_event`` (or ``self.stop_event``) is set, reconnecting on loss."""
+        if stop_event is not None:
+            self.stop_event = stop_event
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="flow-handler")
+        backoff = BACKOFF_START
+        try:
+            while not self.stop_event.is_set():
+                connection = self._connection()
+                try:
+                    connection.ensure_connection(max_retries=1)
+                    self.connections += 1
+                    backoff = BACKOFF_START
+                    self._consume(connection)
+                except (*connection.connection_errors, *connection.channel_errors, OperationalError, OSError) as exc:
+                    self.consuming.clear()
+                    # Unacked deliveries die with the channel and the broker redelivers them; their
+                    # results, when they come, have no delivery to ack and are dropped.
+                    if self._inflight:
+                        log.warning("dropping %d in-flight deliveries of the lost connection", len(self._inflight))
+                    self._inflight.clear()
+                    log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                finally:
+                    self.consuming.clear()
+                    _close_quietly(connection)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Ask ``run`` to stop gracefully (thread-safe, signal-safe)."""
+        self.stop_event.set()
+
+    def _connection(self) -> kombu.Connection:
+        options: dict[str, Any] = {}
+        if self.settings.broker_url.startswith("memory"):
+            options["polling_interval"] = 0.001  # the in-memory transport polls; keep latency low
+        else:
+            options["confirm_publish"] = True
+            options["client_properties"] = {"connection_name": self.name}
+        return kombu.Connection(self.settings.broker_url, heartbeat=20, transport_options=options)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _consume(self, connection: kombu.Connection) -> None:
+        channel = connection.channel()
+        quorum = self.settings.quorum_queues
+        for entity in (
+            contracts.task_exchange(),
+            contracts.dead_letter_exchange(),
+            contracts.dead_letter_queue(quorum),
+            contracts.results_queue(quorum),
+            *(contracts.task_queue(t, quorum=quorum) for t in self.task_types),
+        ):
+            entity.bind(channel).declare()
+        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange())
+        consumer = kombu.Consumer(
+            channel,
+            queues=[contracts.task_queue(t, quorum=quorum) for t in self.task_types],
+            on_message=self._on_message,
+            prefetch_count=self.settings.prefetch,
+            no_ack=False,
+        )
+        with consumer:
+            self.consuming.set()
+            log.info("worker %s consuming %s", self.name, ", ".join(self.task_types))
+            while not self.stop_event.is_set():
+                self._pump(connection)
+            consumer.cancel()  # no new deliveries from here on
+        self.consuming.clear()
+        self._drain_for_shutdown(connection)
+
+    def _pump(self, connection: kombu.Connection) -> None:
+        """One turn: wait for deliveries a little, then report what finished or timed out."""
+        try:
+            connection.drain_events(timeout=BUSY_POLL if self._inflight else IDLE_POLL)
+        except socket.timeout:
+            pass
+        connection.heartbeat_check()
+        self._publish_finished()
+        self._expire_overdue()
+
+    def _drain_for_shutdown(self, connection: kombu.Connection) -> None:
+        # Deliveries still queued in the pool have not started: hand them back at once.
+        for key, entry in list(self._inflight.items()):
+            if entry.future.cancel():
+                del self._inflight[key]
+                entry.message.requeue()
+        deadline = time.monotonic() + self.grace_period
+        while self._inflight and time.monotonic() < deadline:
+            self._pump(connection)
+        for entry in self._inflight.values():
+            log.warning("handing back task %s: still running after the grace period", entry.task.task_id)
+            entry.message.requeue()
+        self._inflight.clear()
+
+    # -- per message (on the connection thread) --------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        try:
+            task = TaskMessage.decode(message.body)
+        except MessageError as exc:
+            # Dead-lettered, not requeued: a message we cannot read would loop forever otherwise.
+            log.error("rejecting undecodable message to the dead-letter queue: %s", exc)
+            message.reject(requeue=False)
+            return
+        if self.stop_event.is_set():
+            message.requeue()
+            return
+        started = time.time()
+        self._publish(ResultMessage(task.task_id, task.attempt, task.fencing_token, "started",
+                                    worker=self.name, started_at=started))
+        deadline = time.monotonic() + task.timeout if task.timeout else None
+        assert self._pool is not None
+        future = self._pool.submit(self._execute, task, started, deadline)
+        self._inflight[id(future)] = _InFlight(message, task, started, deadline, future)
+        future.add_done_callback(self._done.put)  # runs on the pool thread: only a queue put
+
+    def _publish_finished(self) -> None:
+        while True:
+            try:
+                future = self._done.get_nowait()
+            except queue.Empty:
+                return
+            entry = self._inflight.pop(id(future), None)
+            if entry is None or future.cancelled():
+                continue  # abandoned (timed out or from a lost connection): already handled
+            self._publish(future.result())
+            entry.message.ack()  # only now: the result is safely with the broker
+
+    def _expire_overdue(self) -> None:
+        now = time.monotonic()
+        for key, entry in list(self._inflight.items()):
+            if entry.deadline is None or now < entry.deadline + DEADLINE_GRACE:
+                continue
+            # Python cannot kill the thread; it keeps its pool slot until the handler returns, and
+            # its late result is ignored.
+            del self._inflight[key]
+            failure = Failure("timeout", f"the handler did not finish within {entry.task.timeout}s", True)
+            self._publish(self._result(entry.task, entry.started_at, error=failure))
+            entry.message.ack()
+
+    def _publish(self, result: ResultMessage) -> None:
+        self._producer.publish(
+            result.encode(),
+            routing_key=contracts.RESULT_QUEUE,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            retry=False,  # a failure surfaces to run(), which reconnects; the task is redelivered
+        )
+
+    # -- per task (on a pool thread) ----------------------------------------------------------
+
+    def _execute(self, task: TaskMessage, started_at: float, deadline: float | None) -> ResultMessage:
+        context = TaskContext(
+            message=task,
+            settings=self.settings,
+            payload={},
+            secrets=self.settings.secrets,
+            deadline=deadline,
+            registry=self.registry,
+            raw_payload=task.payload,
+        )
+        try:
+            context.payload = _resolve(task.payload, self.settings)
+            handler = self.registry.get(task.task_type)
+            output = handler(context)
+            _check_json(output)
+            return self._result(task, started_at, output=output, logs=context.logs)
+        except HandlerError as exc:
+            failure = exc.failure
+        except UnknownTaskType as exc:
+            failure = Failure("invalid_input", str(exc), retryable=False)
+        except Exception as exc:  # a bug in a handler must not kill the worker
+            failure = Failure("handler", f"{type(exc).__name__}: {exc}", True, traceback=traceback.format_exc())
+        failure = Failure(failure.type, context.mask(failure.message), failure.retryable,
+                          context.mask(failure.details), context.mask(failure.traceback))
+        return self._result(task, started_at, error=failure, logs=context.logs)
+
+    def _result(self, task: TaskMessage, started_at: float, *, output: Any = None,
+                error: Failure | None = None, logs: list[dict[str, Any]] | None = None) -> ResultMessage:
+        return ResultMessage(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            fencing_token=task.fencing_token,
+            status="failed" if error else "completed",
+            output=None if error else output,
+            error=error,
+            worker=self.name,
+            started_at=started_at,
+            finished_at=time.time(),
+            logs=tuple(logs or ()),
+        )
+
+
+def _resolve(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    try:
+        resolved = evaluator.resolve(payload, {"secrets": dict(settings.secrets)})
+    except evaluator.EvaluationError as exc:
+        # The evaluator names the missing secret; the caller masks any secret value in the text.
+        raise HandlerError(Failure("invalid_input", f"cannot resolve the task payload: {exc}", False)) from None
+    return dict(resolved)
+
+
+def _check_json(output: Any) -> None:
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise HandlerError(Failure("handler", f"the handler returned a value that is not JSON: {exc}", False)) from None
+
+
+def _close_quietly(connection: kombu.Connection) -> None:
+    try:
+        connection.release()
+    except Exception:  # closing a broken connection may raise anything; it is gone either way
+        pass
+
+
+def run_worker(
+    settings: Settings,
+    task_types: Sequence[str],
+    concurrency: int = 8,
+    stop_event: threading.Event | None = None,
+    *,
+    grace_period: float = 30.0,
+) -> Worker:
+    """Run a worker until stopped; in the main thread SIGTERM/SIGINT stop it gracefully.
+
+    Returns the worker after it stopped (its in-flight work finished or handed back).
+    """
+    worker = Worker(settings, task_types, concurrency=concurrency, grace_period=grace_period)
+    if stop_event is not None:
+        worker.stop_event = stop_event
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _sig, _frame: worker.stop())
+    worker.run()
+    return worker
