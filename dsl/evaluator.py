@@ -413,6 +413,9 @@ def _run(evaluator: _Evaluator, expr: Any) -> Any:
     except RecursionError:
         # Deeply nested *values* (not trees) can still exhaust the stack in equality or json().
         raise EvaluationError("value nested too deeply to evaluate") from None
+    except ArithmeticError:
+        # Only reachable with numbers JSON cannot hold (huge integers, infinities in the env).
+        raise EvaluationError("number out of range") from None
 
 
 def evaluate(expr: Any, env: Mapping[str, Any], *, defer: Collection[str] = ()) -> Any:

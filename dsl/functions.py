@@ -46,7 +46,7 @@ def _arity(name: str, args: Sequence[Any], low: int, high: int | None = None) ->
 def _want(name: str, value: Any, kind: str) -> Any:
     ok = {
         "string": isinstance(value, str),
-        "number": is_number(value),
+        "number": is_number(value) and math.isfinite(value),
         "list": is_list(value),
         "object": is_object(value),
     }[kind]
@@ -99,7 +99,7 @@ def _split(*args: Any) -> list[str]:
     if not sep:
         raise EvaluationError("split() needs a non-empty separator")
     if text.count(sep) >= MAX_ITEMS:
-        raise EvaluationError(f"split() would make more than {MAX_ITEMS} parts")
+        raise EvaluationError(f"split() would make more parts than the limit of {MAX_ITEMS}")
     return text.split(sep)
 
 
@@ -109,7 +109,7 @@ def _join(*args: Any) -> str:
     sep = _want("join", args[1], "string") if len(args) > 1 else ""
     parts = [to_text(item) for item in items]
     if sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0) > MAX_STRING:
-        raise EvaluationError(f"join() would make a string longer than {MAX_STRING} characters")
+        raise EvaluationError(f"join() would make a string over the limit of {MAX_STRING} characters")
     return sep.join(parts)
 
 
@@ -135,7 +135,7 @@ def _replace(*args: Any) -> str:
         raise EvaluationError("replace() needs a non-empty text to find")
     # Predict the size first: replacing in a 1 MiB string can ask for terabytes.
     if len(text) + text.count(old) * (len(new) - len(old)) > MAX_STRING:
-        raise EvaluationError(f"replace() would make a string longer than {MAX_STRING} characters")
+        raise EvaluationError(f"replace() would make a string over the limit of {MAX_STRING} characters")
     return text.replace(old, new)
 
 

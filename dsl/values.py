@@ -132,7 +132,10 @@ def _key(key: Any) -> str:
 
 def to_json_text(value: Any) -> str:
     """Compact JSON text of ``value`` (keys in their order, non-ASCII kept as is)."""
-    text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise EvaluationError("cannot write infinity or NaN as JSON") from None
     return check_size(text)
 
 
