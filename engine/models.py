@@ -249,6 +249,11 @@ class ScheduleFire(Base):
     fire_time: Mapped[datetime] = mapped_column(Timestamp)
     run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    # "fired" (started its run or task), "missed" (older than the catch-up window, or skipped by
+    # ``catchup: false``) or "failed" (the run could not start, e.g. the workflow was removed).
+    # Nullable so that rows written before migration 0002 stay valid; null reads as "fired".
+    status: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
