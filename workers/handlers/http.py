@@ -196,8 +196,9 @@ def _decode(response: httpx.Response, content: bytes) -> Any:
 
 
 def _excerpt(body: Any) -> Any:
+    """The body as is when small, else its first characters: a failure record stays small."""
     text = body if isinstance(body, str) else json.dumps(body)
-    return text if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "…"
+    return body if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "…"
 
 
 def _redirect_method(status: int, method: str, has_body: bool) -> tuple[str, bool]:
