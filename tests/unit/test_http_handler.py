@@ -240,3 +240,15 @@ def test_secret_and_credential_headers_are_masked_in_logs(server: str) -> None:
 def test_bad_payloads_are_invalid_input(payload: dict[str, Any], needle: str) -> None:
     failure = failure_of(context(payload))
     assert failure.type == "invalid_input" and needle in failure.message
+
+
+def test_connects_to_the_vetted_address_not_a_second_lookup(server: str) -> None:
+    # Given a name that resolves once to the allow-listed address (a second lookup would fail:
+    # the name does not exist in DNS), when the handler calls it, then it connects to the address
+    # it vetted and sends the name in the Host header.
+    answers = iter([["127.0.0.1"]])
+    port = server.rsplit(":", 1)[1]
+    settings = Settings(database_url="sqlite://", broker_url="memory://", http_allowlist=("127.0.0.0/8",))
+    task = context({"url": f"http://rebind.invalid:{port}/echo"}, settings=settings)
+    out = http.handle(task, resolver=lambda host, p: next(answers))
+    assert out["body"]["headers"]["host"] == f"rebind.invalid:{port}"
