@@ -1,0 +1,96 @@
+"""Flow's web app: the JSON API (``web.api``) and, when present, the dashboard.
+
+``create_app`` is the only entry point and does all the work; importing ``web`` does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from engine.settings import Settings, SettingsError
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    store: Any = None,
+) -> Flask:
+    """Build the app.
+
+    Parameters:
+        test_config: Flask config overrides (``API_READ_AUTH`` among them).
+        settings: the settings; default ``Settings.from_env()``.
+        store: an ``engine.store.Store``; default one on ``settings.database_url`` (the embedded
+            SQLite database is migrated on the fly; PostgreSQL needs ``flow db upgrade``).
+
+    Raises:
+        engine.settings.SettingsError: an environment variable has a value Flow cannot use.
+    """
+    from web.api import create_blueprint
+    from web.api.context import Services
+    from web.api.errors import register_error_handlers
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        API_READ_AUTH=_read_auth(os.environ),
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    db_engine, store = _open_store(settings, store)
+    app.extensions["flow"] = Services(
+        settings=settings, store=store, db=db_engine, read_auth=bool(app.config["API_READ_AUTH"]),
+    )
+    register_error_handlers(app)
+    app.register_blueprint(create_blueprint())
+    _register_dashboard(app)
+    return app
+
+
+def _read_auth(env: Mapping[str, str]) -> bool:
+    """``FLOW_API_READ_AUTH``: true makes reads need a token too."""
+    raw = (env.get("FLOW_API_READ_AUTH") or "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"FLOW_API_READ_AUTH={raw!r} is not a boolean; use true or false")
+
+
+def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:
+    """The SQLAlchemy engine and the store (built from ``settings`` unless given)."""
+    from engine import db
+
+    if store is not None:
+        engine = getattr(store, "engine", None) or db.make_engine(settings.database_url)
+        return engine, store
+    from engine.store import Store
+
+    engine = db.make_engine(settings.database_url)
+    if settings.embedded:
+        db.upgrade(engine)
+    return engine, Store(engine, lease_seconds=settings.lease_seconds)
+
+
+def _register_dashboard(app: Flask) -> None:
+    """Mount the dashboard blueprint if its package is installed (it is written separately)."""
+    try:
+        dashboard = importlib.import_module("web.dashboard")
+    except ModuleNotFoundError as exc:
+        if exc.name != "web.dashboard":
+            raise
+        return
+    register = getattr(dashboard, "init_app", None)
+    if callable(register):
+        register(app)

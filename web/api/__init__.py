@@ -1,0 +1,23 @@
+"""The JSON API blueprint ``api``, mounted at ``/api``: one child blueprint per area.
+
+Views are thin: parse the request (``validation``), call the engine store, answer JSON (``render``).
+Errors become the JSON envelope in ``errors``; ``auth`` checks the token before every view.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from web.api import dead_letters, health, openapi, queue_manager, runs, scheduler, tasks, workflows
+from web.api.auth import check_request
+
+AREAS = (health, queue_manager, tasks, scheduler, workflows, runs, dead_letters, openapi)
+
+
+def create_blueprint() -> Blueprint:
+    """A fresh ``api`` blueprint with every area registered (one per app)."""
+    api = Blueprint("api", __name__, url_prefix="/api")
+    api.before_request(check_request)
+    for area in AREAS:
+        api.register_blueprint(area.bp)
+    return api

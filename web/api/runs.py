@@ -1,0 +1,119 @@
+"""Runs: start (with params and an ``Idempotency-Key``), list with filters and a cursor, detail, logs,
+cancel, retry from the failed step, compensate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request, url_for
+
+from web.api import schemas
+from web.api.context import store
+from web.api.errors import ApiError
+from web.api.operations import operation
+from web.api.render import json_response, plain
+from web.api.timeparse import parse_time
+from web.api.validation import json_body, query_args
+
+bp = Blueprint("runs", __name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+RUN_ERRORS = {404: ("No such run", "Error")}
+TRANSITION_ERRORS = {**RUN_ERRORS, 409: ("Not allowed in the run's current status", "Error")}
+
+
+def run_document(run_id: str) -> Any:
+    """The run document: the same JSON as ``flow run --json``."""
+    return store().get_run(run_id)
+
+
+@bp.post("/workflows/<name>/runs")
+@operation(
+    "Start a run of a workflow",
+    tag="runs", role="operator", body="StartRun", body_required=False,
+    headers={IDEMPOTENCY_HEADER: "Repeat a start safely: the same key gives back the same run."},
+    responses={201: ("The run (running, its first tasks pending)", "Run"), 400: ("Malformed body", "Error"),
+               404: ("No such workflow or version", "Error"),
+               409: ("The Idempotency-Key was used for a different start", "Error"),
+               422: ("The params do not match the workflow's typed params; details lists each problem", "Error")},
+)
+def start(name: str) -> Response:
+    body = json_body(schemas.START_RUN, optional=True)
+    key = request.headers.get(IDEMPOTENCY_HEADER) or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters.")
+    run_id = store().start_run(name, body.get("params") or {}, version=body.get("version"), idempotency_key=key)
+    run_id = str(run_id)
+    return json_response(run_document(run_id), 201, {"Location": url_for(".get", run_id=run_id)})
+
+
+@bp.get("/runs")
+@operation(
+    "Runs, newest first, filtered by workflow, status and creation time; paged with a cursor",
+    tag="runs", role="viewer", query=schemas.LIST_RUNS_QUERY,
+    responses={200: ("A page of runs; pass next_cursor as ?cursor= for the next one", "RunPage"),
+               400: ("Bad filter", "Error")},
+)
+def list_runs() -> Response:
+    args = query_args(schemas.LIST_RUNS_QUERY)
+    page = store().list_runs(
+        workflow=args.get("workflow"),
+        status=args.get("status"),
+        since=parse_time(args["since"], "since") if "since" in args else None,
+        until=parse_time(args["until"], "until") if "until" in args else None,
+        limit=args.get("limit", 50),
+        cursor=args.get("cursor"),
+    )
+    return json_response(_page(page))
+
+
+def _page(page: Any) -> dict[str, Any]:
+    """``{"runs", "next_cursor"}`` from what ``list_runs`` returns (a page object or a pair)."""
+    if isinstance(page, tuple) and len(page) == 2:
+        runs, cursor = page
+        return {"runs": list(runs), "next_cursor": cursor}
+    data = plain(page)
+    if isinstance(data, dict):
+        runs = data.get("runs", data.get("items", []))
+        return {"runs": runs, "next_cursor": data.get("next_cursor")}
+    return {"runs": data, "next_cursor": None}
+
+
+@bp.get("/runs/<run_id>")
+@operation("A run with every step and attempt", tag="runs", role="viewer",
+           responses={200: ("The run document", "Run"), **RUN_ERRORS})
+def get(run_id: str) -> Response:
+    return json_response(run_document(run_id))
+
+
+@bp.get("/runs/<run_id>/logs")
+@operation("The run's task logs, oldest first", tag="runs", role="viewer",
+           responses={200: ("The logs", "Logs"), **RUN_ERRORS})
+def logs(run_id: str) -> Response:
+    run_document(run_id)  # 404 for an unknown run rather than an empty list
+    return json_response({"logs": list(store().task_logs(run_id=run_id))})
+
+
+@bp.post("/runs/<run_id>/cancel")
+@operation("Cancel a run", tag="runs", role="operator",
+           responses={200: ("The run, cancelled", "Run"), **TRANSITION_ERRORS})
+def cancel(run_id: str) -> Response:
+    store().cancel_run(run_id)
+    return json_response(run_document(run_id))
+
+
+@bp.post("/runs/<run_id>/retry")
+@operation("Retry a failed run from its failed step", tag="runs", role="operator",
+           responses={200: ("The run, running again", "Run"), **TRANSITION_ERRORS})
+def retry(run_id: str) -> Response:
+    store().retry_run(run_id)
+    return json_response(run_document(run_id))
+
+
+@bp.post("/runs/<run_id>/compensate")
+@operation("Compensate a run: undo its completed steps in reverse order", tag="runs", role="operator",
+           responses={200: ("The run, compensating", "Run"), **TRANSITION_ERRORS})
+def compensate(run_id: str) -> Response:
+    store().compensate_run(run_id)
+    return json_response(run_document(run_id))

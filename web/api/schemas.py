@@ -1,0 +1,314 @@
+"""JSON Schemas of the API's bodies and answers (2020-12, the dialect of OpenAPI 3.1).
+
+Request schemas validate the bodies (``web.api.validation``); every schema here is also published
+under ``components.schemas`` of ``/api/openapi.json``. Answer schemas leave ``additionalProperties``
+open so the engine can add fields without breaking clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.states import RunStatus, TaskStatus
+
+Schema = dict[str, Any]
+
+TASK_TYPES = ("http_request", "data_processing", "compensation")
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ID = {"type": "string", "minLength": 1, "maxLength": 200}
+TIMESTAMP = {"type": ["string", "number", "null"], "description": "ISO 8601 time (or epoch seconds)"}
+TASK_TYPE = {"type": "string", "enum": list(TASK_TYPES), "description": "The worker queue that runs the task."}
+PAYLOAD = {"type": "object", "description": "The task's input; secrets show as their expression, never their value."}
+MAX_ATTEMPTS = {"type": "integer", "minimum": 1, "maximum": 100, "default": 3}
+
+# --- requests -------------------------------------------------------------------------------
+
+CREATE_TASK: Schema = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": TASK_TYPE,
+        "payload": PAYLOAD,
+        "max_attempts": MAX_ATTEMPTS,
+        "maxRetries": {"type": "integer", "minimum": 0, "maximum": 99,
+                       "description": "The seed's spelling: retries after the first attempt."},
+    },
+    "examples": [{"type": "http_request", "payload": {"method": "POST", "url": "https://api.example.com/webhook"}}],
+}
+
+COMPENSATE_TASK: Schema = {
+    "type": "object",
+    "properties": {
+        "action": {
+            "type": "object",
+            "required": ["task_type"],
+            "properties": {"task_type": TASK_TYPE, "config": {"type": "object"}, "type": {"type": "string"}},
+            "description": "For a standalone task: the undo action to run (a run's task uses its step's).",
+        },
+    },
+}
+
+SCHEDULED_TASK: Schema = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": TASK_TYPE,
+        "payload": PAYLOAD,
+        "max_attempts": MAX_ATTEMPTS,
+        "scheduledAt": {"type": "string", "format": "date-time", "description": "When to run (ISO 8601, with offset)."},
+        "run_at": {"type": "string", "format": "date-time", "description": "Alias of scheduledAt."},
+    },
+    "oneOf": [{"required": ["scheduledAt"]}, {"required": ["run_at"]}],
+}
+
+RECURRING_TASK: Schema = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": TASK_TYPE,
+        "payload": PAYLOAD,
+        "cronExpression": {"type": "string", "minLength": 1, "description": "Five-field cron: m h dom mon dow."},
+        "cron": {"type": "string", "minLength": 1, "description": "Alias of cronExpression."},
+        "timezone": {"type": "string", "minLength": 1, "default": "UTC"},
+    },
+    "oneOf": [{"required": ["cronExpression"]}, {"required": ["cron"]}],
+}
+
+SOURCE: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256 * 1024,
+    "description": "`.flow` source text (at most 256 KiB).",
+}
+FILENAME: Schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/\\\\]+$"}
+
+DEPLOY_WORKFLOW: Schema = {
+    "type": "object",
+    "oneOf": [
+        {"required": ["source"], "properties": {"source": SOURCE, "filename": FILENAME}},
+        {
+            "required": ["name", "definition"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "definition": {"type": "object", "description": "The seed's {initialTask, transitions}."},
+            },
+        },
+    ],
+}
+
+CHECK_WORKFLOW: Schema = {
+    "type": "object",
+    "required": ["source"],
+    "properties": {"source": SOURCE, "filename": FILENAME},
+}
+
+START_RUN: Schema = {
+    "type": "object",
+    "properties": {
+        "params": {"type": "object", "description": "Values of the workflow's typed params."},
+        "version": {"type": "integer", "minimum": 1, "description": "A version to pin; default the latest."},
+    },
+}
+
+LIST_RUNS_QUERY: Schema = {
+    "type": "object",
+    "properties": {
+        "workflow": {"type": "string", "minLength": 1},
+        "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+        "since": {"type": "string", "format": "date-time", "description": "Runs created at or after (ISO 8601)."},
+        "until": {"type": "string", "format": "date-time", "description": "Runs created before (ISO 8601)."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+        "cursor": {"type": "string", "minLength": 1, "description": "`next_cursor` of the previous page."},
+    },
+}
+
+GRAPH_QUERY: Schema = {
+    "type": "object",
+    "properties": {"version": {"type": "integer", "minimum": 1}},
+}
+
+# --- answers --------------------------------------------------------------------------------
+
+ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+        }
+    },
+}
+
+TASK: Schema = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {
+        "id": ID,
+        "type": {"type": "string"},
+        "task_type": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in TaskStatus]},
+        "payload": {},
+        "attempt": {"type": "integer"},
+        "max_attempts": {"type": "integer"},
+        "run_id": {"type": ["string", "null"]},
+        "created_at": TIMESTAMP,
+    },
+}
+
+RUN: Schema = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {
+        "id": ID,
+        "workflow": {},
+        "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+        "params": {},
+        "steps": {},
+        "created_at": TIMESTAMP,
+    },
+}
+
+RUN_PAGE: Schema = {
+    "type": "object",
+    "required": ["runs", "next_cursor"],
+    "properties": {"runs": {"type": "array", "items": ref("Run")}, "next_cursor": {"type": ["string", "null"]}},
+}
+
+DIAGNOSTIC: Schema = {
+    "type": "object",
+    "required": ["severity", "message"],
+    "properties": {
+        "severity": {"type": "string"},
+        "code": {"type": ["string", "null"]},
+        "message": {"type": "string"},
+        "span": {
+            "type": ["object", "null"],
+            "properties": {k: {"type": ["integer", "string", "null"]}
+                           for k in ("file", "line", "column", "end_line", "end_column")},
+        },
+    },
+}
+
+CHECK_RESULT: Schema = {
+    "type": "object",
+    "required": ["ok", "diagnostics"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "diagnostics": {"type": "array", "items": ref("Diagnostic")},
+        "workflows": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+VERSION: Schema = {
+    "type": "object",
+    "required": ["name", "version"],
+    "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "created": {}, "created_at": {}},
+}
+
+DEPLOYED: Schema = {
+    "type": "object",
+    "required": ["versions"],
+    "properties": {"versions": {"type": "array", "items": ref("Version")}},
+}
+
+WORKFLOW_LIST: Schema = {
+    "type": "object",
+    "required": ["workflows"],
+    "properties": {"workflows": {"type": "array", "items": {"type": "object"}}},
+}
+
+LOGS: Schema = {
+    "type": "object",
+    "required": ["logs"],
+    "properties": {"logs": {"type": "array", "items": {"type": "object"}}},
+}
+
+DEAD_LETTER: Schema = {"type": "object", "required": ["id"], "properties": {"id": {}, "task_id": {}, "reason": {}}}
+
+DEAD_LETTER_LIST: Schema = {
+    "type": "object",
+    "required": ["dead_letters"],
+    "properties": {"dead_letters": {"type": "array", "items": ref("DeadLetter")}},
+}
+
+COUNT: Schema = {
+    "type": "object",
+    "required": ["count"],
+    "properties": {"status": {"type": "string"}, "count": {"type": "integer", "minimum": 0}},
+}
+
+OVERLOAD: Schema = {
+    "type": "object",
+    "required": ["overloaded", "reasons"],
+    "properties": {
+        "overloaded": {"type": "boolean"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "backlog": {"type": "integer"},
+        "failed_ratio": {"type": ["number", "null"]},
+        "thresholds": {"type": "object"},
+    },
+}
+
+QUEUE_STATUS: Schema = {
+    "type": "object",
+    "required": ["counts", "overloaded"],
+    "properties": {"counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                   "overloaded": {"type": "boolean"}},
+}
+
+HEALTH: Schema = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "down"]},
+        "checks": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string", "enum": ["up", "down"]},
+                               "latency_ms": {"type": ["number", "null"]}, "error": {"type": "string"}},
+            },
+        },
+    },
+}
+
+SCHEDULED_LIST: Schema = {
+    "type": "object",
+    "required": ["tasks"],
+    "properties": {"tasks": {"type": "array", "items": {"type": "object"}}},
+}
+
+COMPONENTS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Task": TASK,
+    "CreateTask": CREATE_TASK,
+    "CompensateTask": COMPENSATE_TASK,
+    "ScheduledTask": SCHEDULED_TASK,
+    "RecurringTask": RECURRING_TASK,
+    "DeployWorkflow": DEPLOY_WORKFLOW,
+    "CheckWorkflow": CHECK_WORKFLOW,
+    "CheckResult": CHECK_RESULT,
+    "Diagnostic": DIAGNOSTIC,
+    "Version": VERSION,
+    "Deployed": DEPLOYED,
+    "WorkflowList": WORKFLOW_LIST,
+    "StartRun": START_RUN,
+    "Run": RUN,
+    "RunPage": RUN_PAGE,
+    "Logs": LOGS,
+    "DeadLetter": DEAD_LETTER,
+    "DeadLetterList": DEAD_LETTER_LIST,
+    "Count": COUNT,
+    "Overload": OVERLOAD,
+    "QueueStatus": QUEUE_STATUS,
+    "Health": HEALTH,
+    "ScheduledList": SCHEDULED_LIST,
+}

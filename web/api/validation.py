@@ -1,0 +1,99 @@
+"""Request parsing: JSON bodies checked against the JSON Schemas that also feed ``/api/openapi.json``.
+
+Schemas are plain JSON Schema 2020-12 dicts (the dialect of OpenAPI 3.1), validated with
+``jsonschema``; a view names its schema once, in its ``@operation``, and never parses by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Mapping
+
+from flask import request
+from jsonschema import Draft202012Validator
+
+from web.api.errors import ApiError
+
+MAX_BODY_BYTES = 1024 * 1024
+TEXT_TYPES = ("text/plain", "text/x-flow", "application/x-flow")
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+@lru_cache(maxsize=None)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def validate(value: Any, schema: Mapping[str, Any], *, where: str = "body") -> None:
+    """Raise a 400 listing every place where ``value`` breaks ``schema``."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    problems = [
+        {"path": "/".join(str(part) for part in error.absolute_path) or "", "message": error.message}
+        for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    if problems:
+        summary = "; ".join(f"{p['path'] or where}: {p['message']}" for p in problems[:3])
+        raise ApiError(400, "invalid_body", f"The request {where} is not valid: {summary}", problems)
+
+
+def raw_body() -> bytes:
+    """The request body; 413 past 1 MiB whatever the ``Content-Length`` claimed."""
+    data = request.get_data(cache=True)
+    if len(data) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.")
+    return data
+
+
+def json_body(schema: Mapping[str, Any] | None, *, optional: bool = False, text_field: str | None = None) -> Any:
+    """Parse and validate the JSON body.
+
+    Parameters:
+        schema: the JSON Schema of the body (None: any JSON value).
+        optional: an empty body stands for ``{}``.
+        text_field: also accept a ``text/plain`` body, returned as ``{text_field: body}``.
+
+    Raises:
+        ApiError: 415 for another content type, 400 for malformed JSON or a body that breaks the
+        schema, 413 for a body over 1 MiB.
+    """
+    data = raw_body()
+    mimetype = request.mimetype or ""
+    if not data.strip() and optional:
+        return {}
+    if text_field is not None and mimetype in TEXT_TYPES:
+        try:
+            return {text_field: data.decode("utf-8")}
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", "The request body is not valid UTF-8.") from None
+    if not _is_json(mimetype):
+        accepted = "application/json" + (" or text/plain" if text_field else "")
+        raise ApiError(415, "unsupported_media_type",
+                       f"Send the body as {accepted} (got {mimetype or 'no Content-Type'}).")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"The request body is not valid JSON: {exc}") from None
+    if schema is not None:
+        validate(value, schema)
+    return value
+
+
+def query_args(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The query string as a dict (integers converted where the schema says so), validated."""
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    values: dict[str, Any] = {}
+    for key, raw in request.args.items():
+        kind = properties.get(key, {}).get("type")
+        if kind == "integer":
+            try:
+                values[key] = int(raw)
+            except ValueError:
+                raise ApiError(400, "invalid_query", f"Query parameter {key}={raw!r} is not an integer.") from None
+        else:
+            values[key] = raw
+    validate(values, schema, where="query")
+    return values

@@ -1,0 +1,118 @@
+"""Workflows: deploy (``.flow`` source or the seed's JSON definition), check, list, versions, graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from web.api import schemas
+from web.api.context import store
+from web.api.errors import ApiError, diagnostic_json, not_found
+from web.api.operations import operation
+from web.api.render import json_response, plain
+from web.api.validation import json_body, query_args
+
+bp = Blueprint("workflows", __name__, url_prefix="/workflows")
+
+DEFAULT_FILENAME = "api.flow"
+NOT_FOUND = {404: ("No such workflow or version", "Error")}
+
+
+@bp.post("")
+@operation(
+    "Deploy workflows: `.flow` source, or the seed's {name, definition}",
+    tag="workflows", role="admin", body="DeployWorkflow", text_body=True,
+    responses={201: ("The stored versions (an unchanged source keeps its version)", "Deployed"),
+               400: ("Malformed body", "Error"), 422: ("The source does not compile", "Error")},
+    description="JSON `{\"source\": \"...\", \"filename\": \"orders.flow\"}` or `{\"name\", \"definition\"}`; "
+                "or the raw source with `Content-Type: text/plain`.",
+)
+def deploy() -> Response:
+    body = json_body(schemas.DEPLOY_WORKFLOW, text_field="source")
+    if "source" in body:
+        deployed = store().deploy(body["source"], body.get("filename") or DEFAULT_FILENAME)
+    else:
+        deployed = store().deploy_seed({"name": body["name"], "definition": body["definition"]})
+    versions = deployed if isinstance(deployed, (list, tuple)) else [deployed]
+    return json_response({"versions": list(versions)}, 201)
+
+
+@bp.post("/check")
+@operation(
+    "Compile source without storing it; answer the diagnostics with their spans",
+    tag="workflows", role="viewer", body="CheckWorkflow", text_body=True,
+    responses={200: ("The diagnostics (ok is false when any is an error)", "CheckResult"),
+               400: ("Malformed body", "Error")},
+)
+def check() -> Response:
+    import dsl
+
+    body = json_body(schemas.CHECK_WORKFLOW, text_field="source")
+    result = dsl.compile_source(body["source"], body.get("filename") or DEFAULT_FILENAME)
+    return json_response({
+        "ok": bool(result.ok),
+        "diagnostics": [diagnostic_json(d) for d in result.diagnostics],
+        "workflows": [spec.name for spec in (result.specs or [])],
+    })
+
+
+@bp.get("")
+@operation("Deployed workflows with their latest version", tag="workflows", role="viewer",
+           responses={200: ("The workflows", "WorkflowList")})
+def list_all() -> Response:
+    return json_response({"workflows": list(store().list_workflows())})
+
+
+@bp.get("/<name>")
+@operation("A workflow and its versions", tag="workflows", role="viewer",
+           responses={200: ("The workflow", None), **NOT_FOUND})
+def versions(name: str) -> Response:
+    list_versions = getattr(store(), "list_versions", None)
+    if callable(list_versions):
+        found = list(list_versions(name))
+        if not found:
+            raise not_found("Workflow", name)
+        return json_response({"name": name, "versions": found})
+    for workflow in plain(store().list_workflows()):
+        if workflow.get("name") == name:
+            return json_response(workflow)
+    raise not_found("Workflow", name)
+
+
+@bp.get("/<name>/versions/<int:version>")
+@operation("One version: its source and compiled spec", tag="workflows", role="viewer",
+           responses={200: ("The version", "Version"), **NOT_FOUND})
+def version(name: str, version: int) -> Response:
+    return json_response(_version(name, version))
+
+
+@bp.get("/<name>/graph.svg")
+@operation(
+    "The workflow's DAG as SVG (latest version, or ?version=N)", tag="workflows", role="viewer",
+    query=schemas.GRAPH_QUERY,
+    responses={200: ("An SVG image", "svg"), **NOT_FOUND},
+)
+def graph(name: str) -> Response:
+    from dsl import graph as dsl_graph
+    from dsl.spec import WorkflowSpec
+
+    args = query_args(schemas.GRAPH_QUERY)
+    stored = _version(name, args.get("version"))
+    spec = stored.get("spec")
+    if spec is None:
+        raise ApiError(404, "not_found", f"Workflow {name} has no compiled spec.")
+    svg = dsl_graph.render(WorkflowSpec.from_json(spec), "svg")
+    response = Response(svg, mimetype="image/svg+xml")
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _version(name: str, version: int | None) -> dict[str, Any]:
+    found = plain(store().get_version(name, version))
+    if not found:
+        raise not_found("Workflow", name if version is None else f"{name} version {version}")
+    return found  # type: ignore[no-any-return]
+
+
