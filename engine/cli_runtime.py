@@ -430,7 +430,7 @@ def up(concurrency: int, no_web: bool) -> None:
     threads = _Threads()
     _stop_on_signals(threads.stop)
     _start_engine(threads, settings, store, concurrency=concurrency, grace=30.0)
-    server = None if no_web else _start_web(threads, settings)
+    server = None if no_web else _start_web(threads, settings, store)
     click.echo(f"flow up: database {_redact(settings.database_url)}, broker {_redact(settings.broker_url)}; "
                "Ctrl-C to stop", err=True)
     try:
@@ -443,7 +443,7 @@ def up(concurrency: int, no_web: bool) -> None:
     click.echo("flow up: stopped", err=True)
 
 
-def _start_web(threads: _Threads, settings: Settings) -> Any:
+def _start_web(threads: _Threads, settings: Settings, store: Any) -> Any:
     try:
         from web import create_app  # type: ignore[attr-defined]
     except ImportError:
@@ -452,7 +452,8 @@ def _start_web(threads: _Threads, settings: Settings) -> Any:
         return None
     from werkzeug.serving import make_server
 
-    app = create_app()
+    app = create_app(settings=settings, store=store)
+    # werkzeug's threaded server, not waitress (``flow serve``): it can be shut down from here.
     server = make_server("0.0.0.0", settings.port, app, threaded=True)
     threads.start("flow-web", server.serve_forever)
     click.echo(f"flow up: web app on http://127.0.0.1:{settings.port}/", err=True)
