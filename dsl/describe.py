@@ -53,7 +53,7 @@ def _escape(text: str) -> str:
         if ch in _ESCAPES:
             out.append(_ESCAPES[ch])
         elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append(f"\\u{ord(ch):04x}")
+            out.append(f"\\u{{{ord(ch):x}}}")
         else:
             out.append(ch)
     return "".join(out).replace("${", "\\${")
