@@ -50,7 +50,8 @@ def create_app(
         app.config.from_mapping(test_config)
     db_engine, store = _open_store(settings, store)
     app.extensions["flow"] = Services(
-        settings=settings, store=store, db=db_engine, read_auth=bool(app.config["API_READ_AUTH"]),
+        settings=settings, store=store, db=db_engine, schedules=_schedule_store(settings, store, db_engine),
+        read_auth=bool(app.config["API_READ_AUTH"]),
     )
     register_error_handlers(app)
     app.register_blueprint(create_blueprint())
@@ -81,6 +82,14 @@ def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:
     if settings.embedded:
         db.upgrade(engine)
     return engine, Store(engine, lease_seconds=settings.lease_seconds)
+
+
+def _schedule_store(settings: Settings, store: Any, db_engine: Any) -> Any:
+    from engine.store_schedules import ScheduleStore, StoreLauncher
+
+    clock = getattr(store, "clock", None)
+    extra = {"clock": clock} if callable(clock) else {}
+    return ScheduleStore(db_engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds, **extra)
 
 
 def _register_dashboard(app: Flask) -> None:

@@ -67,7 +67,7 @@ def _engine_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, errors.NotFound):
         return ApiError(404, "not_found", message)
     if isinstance(exc, errors.IllegalTransition):
-        return ApiError(409, "illegal_transition", message, _fields(exc, "current", "target", "status"))
+        return ApiError(409, "illegal_transition", message, _fields(exc, "entity", "id", "current", "target"))
     if isinstance(exc, errors.InvalidParams):
         problems = list(getattr(exc, "problems", None) or [message])
         return ApiError(422, "invalid_params", "The params do not match the workflow's params.", problems)
@@ -77,6 +77,23 @@ def _engine_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, errors.Conflict):
         return ApiError(409, "conflict", message)
     return ApiError(400, "bad_request", message)
+
+
+def _domain_error(exc: Exception) -> ApiError | None:
+    """Errors of the dsl and schedule modules: bad seed definitions and schedules → 422, unknown
+    schedule → 404."""
+    from dsl.seed import SeedDefinitionError
+    from engine.schedules import ScheduleError
+    from engine.store_schedules import ScheduleNotFound
+
+    if isinstance(exc, SeedDefinitionError):
+        return ApiError(422, "invalid_definition", f"The workflow definition is not valid: {exc}",
+                        {"path": exc.path})
+    if isinstance(exc, ScheduleError):
+        return ApiError(422, "invalid_schedule", str(exc))
+    if isinstance(exc, ScheduleNotFound):
+        return ApiError(404, "not_found", str(exc))
+    return None
 
 
 def _fields(exc: Exception, *names: str) -> dict[str, Any] | None:
@@ -154,7 +171,7 @@ def register_error_handlers(app: Flask) -> None:
     def handle_exception(exc: Exception) -> Any:
         if not _is_api_request():
             raise exc  # the dashboard keeps Flask's own 500 page
-        translated = _engine_error(exc) or _unavailable(exc)
+        translated = _engine_error(exc) or _domain_error(exc) or _unavailable(exc)
         if translated is not None:
             if translated.status == 503:
                 log.warning("service unavailable during %s %s: %s", request.method, request.path, type(exc).__name__)

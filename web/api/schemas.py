@@ -280,10 +280,25 @@ HEALTH: Schema = {
     },
 }
 
+SCHEDULE: Schema = {
+    "type": "object",
+    "required": ["id", "kind", "expression"],
+    "properties": {
+        "id": ID,
+        "task": {"type": ["object", "null"]},
+        "kind": {"type": "string", "enum": ["cron", "every", "at"]},
+        "expression": {"type": "string"},
+        "timezone": {"type": "string"},
+        "status": {"type": "string", "enum": ["active", "paused"]},
+        "next_fire_at": {"type": ["string", "null"]},
+        "upcoming": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
 SCHEDULED_LIST: Schema = {
     "type": "object",
     "required": ["tasks"],
-    "properties": {"tasks": {"type": "array", "items": {"type": "object"}}},
+    "properties": {"tasks": {"type": "array", "items": ref("Schedule")}},
 }
 
 COMPONENTS: dict[str, Schema] = {
@@ -310,5 +325,6 @@ COMPONENTS: dict[str, Schema] = {
     "Overload": OVERLOAD,
     "QueueStatus": QUEUE_STATUS,
     "Health": HEALTH,
+    "Schedule": SCHEDULE,
     "ScheduledList": SCHEDULED_LIST,
 }

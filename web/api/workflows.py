@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from web.api import schemas
-from web.api.context import store
+from engine.store_schedules import deploy_with_schedules
+from web.api.context import services, store
 from web.api.errors import ApiError, diagnostic_json, not_found
 from web.api.operations import operation
 from web.api.render import json_response, plain
@@ -31,11 +32,12 @@ NOT_FOUND = {404: ("No such workflow or version", "Error")}
 def deploy() -> Response:
     body = json_body(schemas.DEPLOY_WORKFLOW, text_field="source")
     if "source" in body:
-        deployed = store().deploy(body["source"], body.get("filename") or DEFAULT_FILENAME)
+        # Registers the schedules the source declares, as `flow deploy` does.
+        deployed = deploy_with_schedules(store(), body["source"], body.get("filename") or DEFAULT_FILENAME,
+                                         services().schedules)
     else:
-        deployed = store().deploy_seed({"name": body["name"], "definition": body["definition"]})
-    versions = deployed if isinstance(deployed, (list, tuple)) else [deployed]
-    return json_response({"versions": list(versions)}, 201)
+        deployed = [store().deploy_seed(body)]
+    return json_response({"versions": deployed}, 201)
 
 
 @bp.post("/check")
