@@ -1,0 +1,90 @@
+"""The .flow language: compile source text into workflow specs (see docs/spec.md).
+
+    >>> result = compile_source(text, "order.flow")
+    >>> result.ok, result.spec("order_saga")
+
+Nothing here raises for bad user input: every problem becomes a ``Diagnostic``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSemanticError, FlowSyntaxError, render_diagnostic
+from dsl.spec import Span, WorkflowSpec
+
+__all__ = [
+    "CompileResult", "Diagnostic", "FlowError", "FlowLimitError", "FlowSemanticError", "FlowSyntaxError",
+    "compile_file", "compile_source", "render_diagnostic",
+]
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """The specs of the workflows that compiled, and every diagnostic (errors and warnings)."""
+
+    specs: list[WorkflowSpec] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not any(d.is_error for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    def spec(self, name: str) -> WorkflowSpec:
+        """The spec of workflow ``name``; raises ``KeyError`` if it is absent or did not compile."""
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no compiled workflow {name!r}")
+
+    def render(self) -> str:
+        return "\n".join(render_diagnostic(d, self.source) for d in self.diagnostics)
+
+    def raise_for_errors(self) -> None:
+        """Raise ``FlowSyntaxError``/``FlowLimitError``/``FlowSemanticError`` when there are errors."""
+        errors = self.errors
+        if not errors:
+            return
+        if any(d.code.startswith("E11") for d in errors):
+            raise FlowLimitError(errors, self.source)
+        if any(d.code.startswith("E1") for d in errors):
+            raise FlowSyntaxError(errors, self.source)
+        raise FlowSemanticError(errors, self.source)
+
+
+def compile_source(source: str | bytes, filename: str = "<string>") -> CompileResult:
+    """Compile .flow text (str, or UTF-8 bytes) into specs and diagnostics; never raises for bad input."""
+    from dsl.compiler import compile_ast
+    from dsl.parser import parse_partial
+    from dsl.scan import check_size
+
+    if isinstance(source, bytes):
+        too_big = check_size(len(source), filename)
+        if too_big:
+            return CompileResult([], [too_big])
+        try:
+            source = source.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = source.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (source.rfind(b"\n", 0, exc.start) + 1) + 1
+            return CompileResult([], [Diagnostic("error", "E113", f"invalid UTF-8 (byte 0x{source[exc.start]:02x})",
+                                                  Span(filename, line, column, line, column + 1))])
+    if source.startswith("\ufeff"):
+        source = source[1:]  # a byte order mark is no part of the program
+    tree, diagnostics = parse_partial(source, filename)
+    specs, semantic = compile_ast(tree)
+    diagnostics = sorted(diagnostics + semantic, key=lambda d: (d.span.line, d.span.column))
+    return CompileResult(specs if not any(d.is_error for d in diagnostics) else [s for s in specs], diagnostics, source)
+
+
+def compile_file(path: str | Path) -> CompileResult:
+    """Read and compile a .flow file. Raises ``OSError`` when the file cannot be read."""
+    data = Path(path).read_bytes()
+    return compile_source(data, str(path))

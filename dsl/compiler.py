@@ -1,0 +1,155 @@
+"""Semantic pass and lowering: ``ast.File`` -> ``WorkflowSpec``s, collecting every diagnostic.
+
+Steps are handled in dsl/steps.py, schedules and params in dsl/declarations.py, graph order in
+dsl/dag.py; this module ties them together per workflow.
+"""
+
+from __future__ import annotations
+
+from dsl import ast
+from dsl.dag import find_cycle, topo_order
+from dsl.declarations import compile_params, compile_schedule
+from dsl.errors import Diagnostic, error, warning
+from dsl.lowering import lower
+from dsl.names import ROOTS, Scope, check_expr
+from dsl.retry import resolve_retry, seconds
+from dsl.spec import Let, StepSpec, WorkflowSpec
+from dsl.steps import CompiledStep, StepDefaults, compile_step
+
+MAX_STEPS = 1000
+
+
+def compile_ast(tree: ast.File) -> tuple[list[WorkflowSpec], list[Diagnostic]]:
+    """Check and lower every workflow of ``tree``; a workflow with errors yields no spec."""
+    diags: list[Diagnostic] = []
+    file_lets = _check_lets(tree.lets, {}, frozenset(), diags)
+    specs: list[WorkflowSpec] = []
+    seen: dict[str, ast.Workflow] = {}
+    for wf in tree.workflows:
+        if wf.name in seen:
+            first = seen[wf.name].name_loc
+            diags.append(error("E203", f"duplicate workflow `{wf.name}`", wf.name_loc,
+                               f"note: first defined at {first.line}:{first.column}"))
+            continue
+        seen[wf.name] = wf
+        own: list[Diagnostic] = []
+        spec = _compile_workflow(wf, tree.lets, file_lets, own)
+        diags.extend(own)
+        if spec is not None and not any(d.is_error for d in own):
+            specs.append(spec)
+    return specs, diags
+
+
+def _check_lets(lets: tuple[ast.Let, ...], earlier: dict[str, ast.Let], params: frozenset[str],
+                diags: list[Diagnostic]) -> dict[str, ast.Let]:
+    """Each let sees the ones before it; lets run before any step, so `steps` is out of reach."""
+    known = dict(earlier)
+    for let in lets:
+        if let.name in known or let.name in ROOTS:
+            diags.append(error("E209", f"`{let.name}` is already defined", let.name_loc))
+            continue
+        scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags)
+        check_expr(let.expr, scope)
+        known[let.name] = let
+    return known
+
+
+def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_known: dict[str, ast.Let],
+                      diags: list[Diagnostic]) -> WorkflowSpec | None:
+    params = compile_params(wf.params, diags)
+    param_names = frozenset(p.name for p in params)
+    wf_lets: tuple[ast.Let, ...] = tuple(wf.of_type(ast.Let))
+    lets = _check_lets(wf_lets, file_known, param_names, diags)
+
+    main: list[ast.Step] = wf.of_type(ast.Step)
+    on_failure: list[ast.Step] = [s for block in wf.of_type(ast.OnFailure) for s in block.steps]
+    if len(main) + len(on_failure) > MAX_STEPS:
+        diags.append(error("E112", f"workflow `{wf.name}` has {len(main) + len(on_failure)} steps; the limit is {MAX_STEPS}",
+                           wf.name_loc, "help: split it into subflows"))
+        return None
+    all_steps = _unique_steps(main + on_failure, diags)
+    loop_vars = {e.var: s.name for s in all_steps for e in s.entries if isinstance(e, ast.ForEach)}
+    nullable = frozenset(s.name for s in all_steps if any(isinstance(e, (ast.When, ast.AllowFailure)) for e in s.entries))
+    defaults = _defaults(wf, lets, diags)
+
+    def base(steps: frozenset[str], error_ok: bool) -> Scope:
+        return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags)
+
+    main_names = frozenset(s.name for s in main)
+    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags) for s in main if s in all_steps]
+    failure_names = main_names | {s.name for s in on_failure}
+    compiled_failure = [compile_step(s, base(failure_names, True), lets, defaults, diags, side_effects_matter=False)
+                        for s in on_failure if s in all_steps]
+    steps = _order(compiled, main, diags)
+    failure_steps = _order(compiled_failure, on_failure, diags, within=frozenset(s.name for s in on_failure))
+    _never_run_warnings(compiled, main, diags)
+
+    output = None
+    for out in wf.of_type(ast.Output):
+        check_expr(out.value, base(main_names, False))
+        output = lower(out.value)
+    timeout = None
+    for t in wf.of_type(ast.WorkflowTimeout):
+        timeout = seconds(t.value, "timeout", diags)
+    docs = wf.of_type(ast.Doc)
+    schedules = tuple(filter(None, (compile_schedule(s, params, diags) for s in wf.of_type(ast.Schedule))))
+    return WorkflowSpec(
+        name=wf.name, steps=steps, params=params,
+        lets=tuple(Let(x.name, lower(x.expr)) for x in file_lets + wf_lets if lets.get(x.name) is x),
+        doc=docs[0].text if docs else None, timeout=timeout, on_failure=failure_steps, output=output,
+        schedules=schedules, span=wf.loc,
+    )
+
+
+def _unique_steps(steps: list[ast.Step], diags: list[Diagnostic]) -> list[ast.Step]:
+    seen: dict[str, ast.Step] = {}
+    for step in steps:
+        if step.name in seen:
+            first = seen[step.name].name_loc
+            diags.append(error("E202", f"duplicate step `{step.name}`", step.name_loc,
+                               f"note: first defined at {first.line}:{first.column}"))
+        else:
+            seen[step.name] = step
+    return list(seen.values())
+
+
+def _defaults(wf: ast.Workflow, lets: dict[str, ast.Let], diags: list[Diagnostic]) -> StepDefaults:
+    result = StepDefaults()
+    for block in wf.of_type(ast.Defaults):
+        for entry in block.entries:
+            if isinstance(entry, ast.RetryClause):
+                result = StepDefaults(resolve_retry(entry, lets, diags), result.timeout)
+            elif isinstance(entry, ast.TimeoutClause):
+                result = StepDefaults(result.retry, seconds(entry.value, "timeout", diags))
+            else:
+                diags.append(error("E317", "`defaults` takes `timeout` and `retry` only", entry.loc))
+    return result
+
+
+def _order(compiled: list[CompiledStep], asts: list[ast.Step], diags: list[Diagnostic],
+           within: frozenset[str] | None = None) -> tuple[StepSpec, ...]:
+    """Topological order (ties in source order); a cycle is reported once as a path."""
+    names = [c.spec.name for c in compiled]
+    deps = {c.spec.name: sorted(d for d in c.deps if within is None or d in within) for c in compiled}
+    cycle = find_cycle(names, deps)
+    if cycle and len(cycle) > 2:  # self-loops are reported by compile_step
+        loc = next(s.name_loc for s in asts if s.name == cycle[0])
+        diags.append(error("E401", f"dependency cycle: {' -> '.join(cycle)}", loc,
+                           "note: dependencies are `after` plus every `steps.NAME` read outside `compensate`"))
+    by_name = {c.spec.name: c.spec for c in compiled}
+    return tuple(by_name[n] for n in topo_order(names, deps))
+
+
+def _never_run_warnings(compiled: list[CompiledStep], asts: list[ast.Step], diags: list[Diagnostic]) -> None:
+    never = {c.spec.name for c in compiled if c.never_runs}
+    if not never:
+        return
+    locs = {s.name: s.name_loc for s in asts}
+    by_name = {c.spec.name: c for c in compiled}
+    for name in topo_order([c.spec.name for c in compiled], {c.spec.name: sorted(c.deps) for c in compiled}):
+        if name in never:
+            continue
+        blocked = sorted(d for d in by_name[name].deps if d in never)
+        if blocked:
+            never.add(name)
+            diags.append(warning("W501", f"step `{name}` can never run: it depends on `{blocked[0]}`, which never runs", locs[name]))

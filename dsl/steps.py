@@ -1,0 +1,196 @@
+"""One step: its checks (types, config, clauses, names) and its lowering to ``StepSpec``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping
+
+from dsl import ast
+from dsl.errors import Diagnostic, error, warning
+from dsl.lowering import NOT_CONSTANT, constant, is_non_boolean, lambda_, lower
+from dsl.names import Scope, check_expr, did_you_mean
+from dsl.retry import resolve_retry, seconds
+from dsl.spec import Compensation, Expr, ForEach, Retry, StepSpec
+from dsl.types import CLAUSES, SIDE_EFFECT_FREE_METHODS, STEP_TYPES, StepType, is_plugin_type, task_type
+
+_SINGLE = (ast.When, ast.ForEach, ast.RetryClause, ast.TimeoutClause, ast.AllowFailure, ast.Doc)
+_CLAUSE_WORD = {ast.When: "when", ast.ForEach: "for each", ast.RetryClause: "retry", ast.TimeoutClause: "timeout",
+                ast.AllowFailure: "allow_failure", ast.Doc: "doc"}
+
+
+@dataclass(frozen=True)
+class StepDefaults:
+    retry: Retry = Retry()
+    timeout: float | None = None
+
+
+@dataclass
+class CompiledStep:
+    spec: StepSpec
+    deps: set[str]
+    never_runs: bool
+
+
+def compile_step(
+    step: ast.Step,
+    base: Scope,
+    lets: Mapping[str, ast.Let],
+    defaults: StepDefaults,
+    diags: list[Diagnostic],
+    side_effects_matter: bool = True,
+) -> CompiledStep:
+    """Check ``step`` and lower it; problems go to ``diags``.
+
+    ``base`` must share ``diags`` as its ``diagnostics`` and have a fresh ``refs`` for this step.
+    """
+    singles: dict[type, object] = {}
+    for entry in step.entries:
+        if isinstance(entry, _SINGLE) or isinstance(entry, (ast.Compensate, ast.CompensateNone)):
+            kind = ast.Compensate if isinstance(entry, ast.CompensateNone) else type(entry)
+            if kind in singles:
+                word = _CLAUSE_WORD.get(kind, "compensate")
+                diags.append(error("E313", f"step `{step.name}` has more than one `{word}` clause", entry.loc))
+                continue
+            singles[kind] = entry
+    for_each = singles.get(ast.ForEach)
+    loop_var = for_each.var if isinstance(for_each, ast.ForEach) else None
+    scope = dataclasses.replace(base, loop_var=loop_var)
+
+    config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`")
+    after = [e for e in step.entries if isinstance(e, ast.After)]
+    for clause in after:
+        for name, loc in clause.names:
+            if name == step.name:
+                diags.append(error("E401", f"dependency cycle: {name} -> {name}", loc))
+            elif name not in scope.steps:
+                diags.append(error("E201", f"unknown step `{name}`", loc, *did_you_mean(name, scope.steps)))
+
+    when_expr = None
+    when = singles.get(ast.When)
+    never_runs = False
+    if isinstance(when, ast.When):
+        check_expr(when.expr, scope)
+        if is_non_boolean(when.expr):
+            diags.append(error("E305", "`when` needs a boolean condition", when.expr.loc, "help: compare it, e.g. `x > 0` or `x != null`"))
+        elif isinstance(when.expr, ast.Literal) and when.expr.value is False:
+            never_runs = True
+            diags.append(warning("W501", f"step `{step.name}` can never run (`when false`)", when.loc))
+        when_expr = lower(when.expr)
+
+    fe_spec = _for_each(for_each, scope, diags) if isinstance(for_each, ast.ForEach) else None
+    retry = defaults.retry
+    if isinstance(singles.get(ast.RetryClause), ast.RetryClause):
+        retry = resolve_retry(singles[ast.RetryClause], lets, diags)  # type: ignore[arg-type]
+    timeout = defaults.timeout
+    if isinstance(singles.get(ast.TimeoutClause), ast.TimeoutClause):
+        timeout = seconds(singles[ast.TimeoutClause].value, "timeout", diags)  # type: ignore[union-attr]
+    compensation = _compensation(singles.get(ast.Compensate), scope, lets, diags)
+    doc = singles.get(ast.Doc)
+
+    deps = {name for clause in after for name, _ in clause.names if name in scope.steps and name != step.name}
+    deps |= set(scope.refs) - {step.name}
+    if step.name in scope.refs:
+        diags.append(error("E401", f"dependency cycle: {step.name} -> {step.name}", scope.refs[step.name],
+                           "note: a step cannot read its own output; use `self` inside `compensate`"))
+    spec = StepSpec(
+        name=step.name, type=step.type, task_type=task_type(step.type), config=config,
+        depends_on=tuple(sorted(deps)), when=when_expr, for_each=fe_spec, retry=retry, timeout=timeout,
+        compensate=compensation, allow_failure=ast.AllowFailure in singles,
+        doc=doc.text if isinstance(doc, ast.Doc) else None, span=step.loc,
+    )
+    if side_effects_matter:
+        _side_effect_warnings(step, spec, diags)
+    return CompiledStep(spec, deps, never_runs)
+
+
+def _config(type_name: str, type_loc: object, entries: tuple[ast.Entry, ...], scope: Scope, diags: list[Diagnostic], what: str) -> dict[str, Expr]:
+    known = STEP_TYPES.get(type_name)
+    if known is None and not is_plugin_type(type_name):
+        diags.append(error("E301", f"unknown step type `{type_name}`", type_loc, *did_you_mean(type_name, STEP_TYPES),  # type: ignore[arg-type]
+                           "note: plugin step types are dotted, e.g. `acme.email`"))
+    config: dict[str, Expr] = {}
+    for entry in entries:
+        if not isinstance(entry, ast.Config):
+            continue
+        if entry.key in config:
+            diags.append(error("E313", f"config key `{entry.key}` is given twice", entry.loc))
+            continue
+        lambdas = known.lambdas if known else frozenset()
+        is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
+        check_expr(entry.value, dataclasses.replace(scope, item_ok=is_lambda))
+        if known is not None and entry.key not in known.keys:
+            diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
+                               *_key_help(entry.key, known)))
+        config[entry.key] = lambda_(entry.value) if is_lambda else lower(entry.value)
+    if known is not None:
+        for key in sorted(known.required - set(config)):
+            diags.append(error("E303", f"{what} misses required config `{key}` for `{type_name}`", type_loc))  # type: ignore[arg-type]
+    return config
+
+
+def _key_help(key: str, known: StepType) -> tuple[str, ...]:
+    clause = key.replace("_", " ") if key != "allow_failure" else key
+    if clause in CLAUSES:
+        return (f"help: `{clause}` is a clause: write `{clause} ...` without `:`",)
+    return did_you_mean(key, known.keys) or (f"note: known keys: {', '.join(sorted(known.keys))}",)
+
+
+def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach:
+    check_expr(fe.items, dataclasses.replace(inner, loop_var=None))
+    if fe.where is not None:
+        check_expr(fe.where, inner)
+        if is_non_boolean(fe.where):
+            diags.append(error("E305", "`where` needs a boolean condition", fe.where.loc))
+    if fe.concurrency is not None:
+        check_expr(fe.concurrency, inner)
+        value = constant(fe.concurrency)
+        if value is not NOT_CONSTANT and not (type(value) is int and value >= 1):
+            diags.append(error("E316", "`concurrency` must be a whole number of at least 1", fe.concurrency.loc))
+    return ForEach(
+        fe.var, lower(fe.items), lower(fe.where) if fe.where is not None else None,
+        lower(fe.concurrency) if fe.concurrency is not None else None,
+    )
+
+
+def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let], diags: list[Diagnostic]) -> Compensation | None:
+    if isinstance(clause, ast.CompensateNone):
+        return Compensation(none_reason=clause.reason or "")
+    if not isinstance(clause, ast.Compensate):
+        return None
+    # `steps.X` read by the undo action are no dependencies of the step: a fresh `refs`.
+    scope = dataclasses.replace(step_scope, self_ok=True, refs={})
+    for entry in clause.entries:
+        if not isinstance(entry, (ast.Config, ast.RetryClause)):
+            diags.append(error("E317", "a `compensate` block takes config entries and `retry` only", entry.loc))
+    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`")
+    retry_clause = next((e for e in clause.entries if isinstance(e, ast.RetryClause)), None)
+    retry = resolve_retry(retry_clause, lets, diags) if retry_clause else None
+    return Compensation(type=clause.type, task_type=task_type(clause.type), config=config, retry=retry)
+
+
+def _side_effect_warnings(step: ast.Step, spec: StepSpec, diags: list[Diagnostic]) -> None:
+    if step.type != "http":
+        return
+    method_entry = next((e for e in step.entries if isinstance(e, ast.Config) and e.key == "method"), None)
+    method = constant(method_entry.value) if method_entry else "GET"
+    if not isinstance(method, str):
+        return
+    method = method.upper()
+    if method not in SIDE_EFFECT_FREE_METHODS and spec.compensate is None:
+        diags.append(warning(
+            "W502", f"step `{step.name}` has side effects ({method}) but no `compensate`", step.name_loc,
+            "help: add `compensate TYPE { ... }` to undo it, or `compensate none \"reason\"`",
+        ))
+    if method in ("POST", "PATCH") and spec.retry.attempts > 1 and not _has_idempotency_key(step):
+        diags.append(warning(
+            "W503", f"step `{step.name}` retries a {method} without an `Idempotency-Key` header", step.name_loc,
+            "note: the engine sends one per step attempt; name it in `headers` to make the target's contract explicit",
+        ))
+
+
+def _has_idempotency_key(step: ast.Step) -> bool:
+    headers = next((e.value for e in step.entries if isinstance(e, ast.Config) and e.key == "headers"), None)
+    if not isinstance(headers, ast.ObjectExpr):
+        return headers is not None  # a computed header object may well hold one
+    return any(e.key.lower() == "idempotency-key" for e in headers.entries)
