@@ -91,6 +91,7 @@ class Worker:
         self.connections = 0  # how many times a connection was established
         self._done: "queue.SimpleQueue[Future[ResultMessage]]" = queue.SimpleQueue()
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
+        self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class Worker:
                     if self._inflight:
                         log.warning("dropping %d in-flight deliveries of the lost connection", len(self._inflight))
                     self._inflight.clear()
+                    self._received.clear()
                     log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
@@ -151,11 +153,12 @@ class Worker:
             *(contracts.task_queue(t, quorum=quorum) for t in self.task_types),
         ):
             entity.bind(channel).declare()
-        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange())
+        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
+        self._received.clear()
         consumer = kombu.Consumer(
             channel,
             queues=[contracts.task_queue(t, quorum=quorum) for t in self.task_types],
-            on_message=self._on_message,
+            on_message=self._received.append,
             prefetch_count=self.settings.prefetch,
             no_ack=False,
         )
@@ -174,12 +177,18 @@ class Worker:
             connection.drain_events(timeout=BUSY_POLL if self._inflight else IDLE_POLL)
         except socket.timeout:
             pass
+        # Deliveries are handled here, not in the kombu callback: a publish with confirms inside the
+        # callback would nest a synchronous AMQP wait inside frame dispatch, which py-amqp deadlocks on.
+        while self._received:
+            self._on_message(self._received.pop(0))
         connection.heartbeat_check()
         self._publish_finished()
         self._expire_overdue()
 
     def _drain_for_shutdown(self, connection: kombu.Connection) -> None:
-        # Deliveries still queued in the pool have not started: hand them back at once.
+        # Deliveries not yet handled or still queued in the pool have not started: hand them back.
+        while self._received:
+            self._received.pop(0).requeue()
         for key, entry in list(self._inflight.items()):
             if entry.future.cancel():
                 del self._inflight[key]
@@ -292,9 +301,24 @@ class Worker:
         )
 
 
+class _Secrets(dict[str, str]):
+    """The ``secrets`` root: reading a secret that is not configured is an error, not null.
+
+    The language reads a missing field as null, but a missing secret is an operator mistake that
+    would otherwise surface later as a confusing 401 from some API.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            raise evaluator.EvaluationError(
+                f"secret {key!r} is not configured; set FLOW_SECRET_{key} in the worker's environment"
+            )
+        return super().get(key)
+
+
 def _resolve(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
     try:
-        resolved = evaluator.resolve(payload, {"secrets": dict(settings.secrets)})
+        resolved = evaluator.resolve(payload, {"secrets": _Secrets(settings.secrets)})
     except evaluator.EvaluationError as exc:
         # The evaluator names the missing secret; the caller masks any secret value in the text.
         raise HandlerError(Failure("invalid_input", f"cannot resolve the task payload: {exc}", False)) from None
