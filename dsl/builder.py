@@ -31,6 +31,7 @@ _FLOAT = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIMPLE_PATH = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "'": "'", "0": "\0"}
 
 ExprParser = Callable[[str, int, int], Any]  # (text, line, column) -> lark tree of an `expr`
@@ -369,6 +370,9 @@ class AstBuilder(Transformer_NonRecursive):
         if not inner.strip():
             self.diagnostics.append(error("E106", "empty `${}` in a string", loc, "help: put an expression inside, or write `\\${` for the text"))
             return ast.Literal(None, loc)
+        simple = _SIMPLE_PATH.fullmatch(inner)
+        if simple and simple.group(1) not in KEYWORDS - KEYWORD_ROOTS:
+            return self._path(simple, line, column)
         try:
             tree = self.parse_expr(inner, line, column)
             return self.transform(tree)
@@ -379,6 +383,17 @@ class AstBuilder(Transformer_NonRecursive):
                 message = diag.message.replace("end of file", "end of `${...}`")
                 self.diagnostics.append(dataclasses.replace(diag, message=message, notes=()))
             return ast.Literal(None, loc)
+
+    def _path(self, match: re.Match[str], line: int, column: int) -> ast.Expr:
+        """`${a.b.c}` without a second parse: most interpolations are such paths."""
+        start = column + match.start(1)
+        node: ast.Expr = ast.Name(match.group(1), Span(self.filename, line, start, line, start + len(match.group(1))))
+        pos = start + len(match.group(1))
+        for key in match.group(2).split(".")[1:]:
+            key_loc = Span(self.filename, line, pos + 1, line, pos + 1 + len(key))
+            pos = key_loc.end_column
+            node = self._expr(ast.Member(node, key, Span(self.filename, line, start, line, pos), key_loc), node)
+        return node
 
 
 def _interp_end(raw: str, i: int) -> int:

@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from dsl import ast
+from dsl.builder import KEYWORDS
 from dsl.errors import Diagnostic, error, warning
 from dsl.functions import FUNCTIONS
 from dsl.spec import Span
@@ -155,6 +156,8 @@ def _text(expr: ast.Expr) -> str:
 
 def _check_root(name: ast.Name, scope: Scope) -> None:
     n = name.name
+    if n in KEYWORDS - {"workflow"}:
+        return  # already reported as a reserved word by the parser
     if n in scope.visible():
         if n == "steps" and not scope.allow_steps:
             scope.diagnostics.append(error("E212", "`steps` cannot be used here", name.loc))
