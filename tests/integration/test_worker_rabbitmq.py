@@ -260,3 +260,44 @@ def test_worker_resumes_after_the_broker_closes_its_connection(broker, start_wor
     message = task("noop", {"output": "again"})
     publish(broker, message)
     assert results(broker, 2)[message.task_id][-1].output == "again"
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        time.sleep(3)
+        self.send_response(200)
+        self.end_headers()
+
+
+def test_sigterm_stops_a_worker_process_and_hands_back_its_task(broker, amqp_url) -> None:
+    # Given a worker process busy with a slow HTTP call,
+    import os
+    import signal
+    import sys
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    env = {**os.environ, "BROKER_URL": amqp_url, "FLOW_HTTP_ALLOWLIST": "127.0.0.1"}
+    code = ("from engine.settings import Settings; from workers.consumer import run_worker; "
+            "run_worker(Settings.from_env(), ['http_request'], 2, grace_period=0.5)")
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=os.getcwd())
+    try:
+        message = task("http_request", {"url": f"http://127.0.0.1:{httpd.server_address[1]}/"}, timeout=10.0)
+        publish(broker, message)
+        assert results(broker, 1)[message.task_id][0].status == "started"
+
+        # when it gets SIGTERM,
+        process.send_signal(signal.SIGTERM)
+
+        # then it exits cleanly within the grace period, and the task is back in its queue.
+        assert process.wait(timeout=10) == 0
+        back = read(broker, contracts.task_queue("http_request"), 1)
+        assert TaskMessage.decode(back[0].body).task_id == message.task_id
+    finally:
+        if process.poll() is None:
+            process.kill()
+        httpd.shutdown()
+        httpd.server_close()
