@@ -1,0 +1,201 @@
+"""Two schedulers on the real PostgreSQL, one SIGKILLed and restarted over and over.
+
+Each scheduler is a separate process running ``engine.scheduler.Scheduler`` on a real clock with
+fast ``every`` schedules. What a fire starts is written by a launcher that is idempotent only by
+looking its key up before inserting, into a table *without* a unique key: so two schedulers
+launching the same fire at the same moment would show up as two rows. Only the schedule row
+lock and the ``schedule_fires`` unique key can keep the count at one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from dsl.spec import Schedule
+from engine import db
+from engine.schedules import Timing, fires
+from engine.store_schedules import ScheduleStore
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEDULES = 4
+EVERY = 0.1  # seconds between fires of each schedule
+KILL_PHASE = 15.0  # seconds of SIGKILL and restart
+
+CHILD = r'''
+import os, signal, sys, threading, time
+from sqlalchemy import text
+from engine import db
+from engine.scheduler import Scheduler
+from engine.settings import Settings
+from engine.store_schedules import ScheduleStore
+
+url, schema = sys.argv[1], sys.argv[2]
+engine = db.make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+pause = float(os.environ.get("LAUNCH_PAUSE", "0"))
+
+class TableLauncher:
+    """Idempotent by lookup, on a table without a unique key (see the test's docstring)."""
+
+    def _launch(self, kind, key, fire):
+        with engine.begin() as conn:
+            found = conn.execute(text("SELECT id FROM launches WHERE key = :k"), {"k": key}).scalar()
+            if found is not None:
+                conn.execute(text("UPDATE launches SET calls = calls + 1 WHERE id = :i"), {"i": found})
+                return str(found)
+            new = conn.execute(
+                text("INSERT INTO launches (key, kind, fire_time, pid, calls) "
+                     "VALUES (:k, :kind, :f, :p, 1) RETURNING id"),
+                {"k": key, "kind": kind, "f": fire, "p": os.getpid()},
+            ).scalar()
+        time.sleep(pause)  # widen the window between the launch and the fire's record
+        return str(new)
+
+    def start_run(self, workflow, params, *, idempotency_key, scheduled_at):
+        return self._launch("run", idempotency_key, scheduled_at)
+
+    def create_task(self, task_type, payload, *, idempotency_key, scheduled_at):
+        return self._launch("task", idempotency_key, scheduled_at)
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+schedules = ScheduleStore(engine, TableLauncher())
+Scheduler(schedules, Settings.from_env({"DATABASE_URL": url})).run(stop)
+'''
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[tuple[Engine, str, str]]:
+    """A migrated schema of its own on the session's PostgreSQL database, plus the launches table."""
+    schema = f"sched_{uuid.uuid4().hex[:8]}"
+    admin = db.make_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = db.make_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE TABLE launches (id bigserial PRIMARY KEY, key text NOT NULL, kind text NOT NULL, "
+            "fire_time timestamptz NOT NULL, pid int NOT NULL, calls int NOT NULL)"
+        ))
+    yield engine, postgres_url, schema
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def _spawn(url: str, schema: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAUNCH_PAUSE": "0.005"}
+    return subprocess.Popen([sys.executable, "-c", CHILD, url, schema], cwd=ROOT, env=env)
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_schedulers_one_killed_repeatedly_fire_each_time_exactly_once(pg) -> None:
+    engine, url, schema = pg
+    store = ScheduleStore(engine, launcher=None)  # type: ignore[arg-type]  # registers only
+    rng = random.Random(5)
+
+    # Given: fast schedules (three workflow runs, one seed-style recurring task) and two schedulers
+    ids = [store.sync_workflow(f"wf{i}", 1, [Schedule("every", every=EVERY)])[0] for i in range(SCHEDULES - 1)]
+    ids.append(store.sync_workflow("wf_task", 1, [Schedule("every", every=EVERY)])[0])
+    with engine.begin() as conn:  # the last one starts a standalone task, like the seed's recurring task
+        conn.execute(text("UPDATE schedules SET task = CAST(:t AS jsonb) WHERE id = :i"),
+                     {"t": '{"type": "noop", "payload": {}}', "i": ids[-1]})
+    victim, survivor = _spawn(url, schema), _spawn(url, schema)
+    kills = 0
+
+    # When: the victim is SIGKILLed at random moments and restarted, for KILL_PHASE seconds
+    try:
+        end = time.monotonic() + KILL_PHASE
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(0.1, 0.8))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            if kills % 5 == 0:  # now and then the other one dies too: no scheduler at all for a moment
+                survivor.send_signal(signal.SIGKILL)
+                survivor.wait()
+                kills += 1
+                survivor = _spawn(url, schema)
+            victim = _spawn(url, schema)
+        stop_at = datetime.now(timezone.utc)
+
+        # Then: the schedulers catch up to the moment the kills stopped
+        def caught_up() -> bool:
+            with engine.connect() as conn:
+                behind = conn.execute(
+                    text("SELECT count(*) FROM schedules WHERE last_fire_at IS NULL OR last_fire_at < :t"),
+                    {"t": stop_at},
+                ).scalar()
+            return behind == 0
+
+        assert _wait_until(caught_up, timeout=60), "the schedulers did not catch up"
+    finally:
+        for proc in (victim, survivor):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (victim, survivor):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    with engine.connect() as conn:
+        schedule_rows = conn.execute(text("SELECT id, created_at FROM schedules")).all()
+        fire_rows = conn.execute(
+            text("SELECT schedule_id, fire_time, status, run_id, task_id FROM schedule_fires WHERE fire_time <= :t"),
+            {"t": stop_at},
+        ).all()
+        launch_rows = conn.execute(
+            text("SELECT key, calls FROM launches WHERE fire_time <= :t"), {"t": stop_at}
+        ).all()
+
+    expected: set[tuple[str, datetime]] = set()
+    for schedule_id, created_at in schedule_rows:
+        timing = Timing("every", created_at.astimezone(timezone.utc), every=EVERY)
+        for fire in fires(timing, timing.anchor):
+            if fire > stop_at:
+                break
+            expected.add((schedule_id, fire))
+    fired = {(r.schedule_id, r.fire_time.astimezone(timezone.utc)) for r in fire_rows if r.status == "fired"}
+    per_key = Counter(r.key for r in launch_rows)
+    duplicates = sum(n - 1 for n in per_key.values() if n > 1)
+    missed = expected - fired
+    relaunches = sum(r.calls - 1 for r in launch_rows)
+    print(
+        f"\nscheduler figures: {SCHEDULES} schedules every {EVERY}s, {kills} SIGKILLs in {KILL_PHASE:.0f}s; "
+        f"fires expected={len(expected)} fired={len(fired)} duplicates={duplicates} "
+        f"missed={len(missed)} recorded-missed={sum(r.status == 'missed' for r in fire_rows)} "
+        f"relaunches-absorbed={relaunches} launches={len(launch_rows)}"
+    )
+
+    assert kills >= 10
+    assert duplicates == 0
+    assert missed == set()
+    assert fired == expected  # and nothing fired that was not a fire time
+    assert len(launch_rows) == len(fired)  # one run or task per fire time
+    assert all(r.status == "fired" and (r.run_id or r.task_id) for r in fire_rows)
+    assert {r.schedule_id for r in fire_rows if r.task_id} == {ids[-1]}
