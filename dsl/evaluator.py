@@ -16,14 +16,14 @@ from typing import Any
 
 from dsl.describe import describe
 from dsl.functions import FUNCTIONS
+from dsl.operators import BINARY, boolean, member
+from dsl.operators import index as index_
 from dsl.values import (
     MAX_DEPTH,
     MAX_STRING,
     EvaluationError,
     check_number,
     check_size,
-    contains,
-    equal,
     is_list,
     is_number,
     is_object,
@@ -111,14 +111,14 @@ class _Evaluator:
         obj = self.eval(node.get("obj"), depth)
         if isinstance(obj, _Deferred):
             return _Deferred({"op": "get", "obj": obj.tree, "key": key})
-        return _member(obj, key)
+        return member(obj, key)
 
     def index(self, node: Expr, depth: int) -> Any:
         obj = self.eval(node.get("obj"), depth)
         index = self.eval(node.get("index"), depth)
         if isinstance(obj, _Deferred) or isinstance(index, _Deferred):
             return _Deferred({"op": "index", "obj": _tree(obj), "index": _tree(index)})
-        return _index(obj, index)
+        return index_(obj, index)
 
     def call(self, node: Expr, depth: int) -> Any:
         fn_name = _field(node, "fn", str)
@@ -144,12 +144,12 @@ class _Evaluator:
                 raise EvaluationError(f"cannot negate a {type_name(arg)}")
             return check_number(-arg)
         if operator == "not":
-            return not _boolean(arg, "not")
+            return not boolean(arg, "not")
         raise EvaluationError(f"malformed expression: unknown unary operator {operator!r}")
 
     def binary(self, node: Expr, depth: int) -> Any:
         operator = _field(node, "operator", str)
-        if operator not in _BINARY and operator != "??":
+        if operator not in BINARY and operator != "??":
             raise EvaluationError(f"malformed expression: unknown operator {operator!r}")
         left = self.eval(node.get("left"), depth)
         if operator == "??":
@@ -160,7 +160,7 @@ class _Evaluator:
         right = self.eval(node.get("right"), depth)
         if isinstance(left, _Deferred) or isinstance(right, _Deferred):
             return _Deferred(_binary(operator, _tree(left), _tree(right)))
-        return _BINARY[operator](left, right)
+        return BINARY[operator](left, right)
 
     def logic(self, node: Expr, depth: int) -> Any:
         op = node["op"]
@@ -168,19 +168,19 @@ class _Evaluator:
         if isinstance(left, _Deferred):
             right_tree = self.close(node.get("right"), frozenset(), depth)
             return _Deferred({"op": op, "left": left.tree, "right": right_tree})
-        if _boolean(left, op) == (op == "or"):
+        if boolean(left, op) == (op == "or"):
             return left  # short circuit: true or …, false and …
         right = self.eval(node.get("right"), depth)
         if isinstance(right, _Deferred):
             return _Deferred({"op": op, "left": _lit(left), "right": right.tree})
-        return _boolean(right, op)
+        return boolean(right, op)
 
     def cond(self, node: Expr, depth: int) -> Any:
         test = self.eval(node.get("test"), depth)
         if isinstance(test, _Deferred):
             branches = {k: self.close(node.get(k), frozenset(), depth) for k in ("then", "else")}
             return _Deferred({"op": "cond", "test": test.tree, **branches})
-        return self.eval(node.get("then" if _boolean(test, "?:") else "else"), depth)
+        return self.eval(node.get("then" if boolean(test, "?:") else "else"), depth)
 
     # --- constructors --------------------------------------------------------------------------
 
@@ -299,95 +299,6 @@ def _free_names(node: Expr) -> frozenset[str]:
 def _binary(operator: str, left: Any, right: Any) -> dict[str, Any]:
     return {"op": "binary", "operator": operator, "left": left, "right": right}
 
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise EvaluationError(
-            f"'{where}' needs true or false, got {type_name(value)}; use bool(x) to test a value"
-        )
-    return value
-
-
-def _member(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if is_object(obj):
-        return obj.get(key)  # a missing key (also '__class__' and friends) reads as null
-    raise EvaluationError(f"cannot read field {key!r} of a {type_name(obj)}")
-
-
-def _index(obj: Any, index: Any) -> Any:
-    if obj is None:
-        return None
-    if is_object(obj):
-        if not isinstance(index, str):
-            raise EvaluationError(f"object keys are strings, got a {type_name(index)} index")
-        return obj.get(index)
-    if is_list(obj) or isinstance(obj, str):
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise EvaluationError(f"{type_name(obj)} index must be an integer, got {type_name(index)}")
-        # Negative indexes count from the end, as in Python; out of range reads as null.
-        return obj[index] if -len(obj) <= index < len(obj) else None
-    raise EvaluationError(f"cannot index a {type_name(obj)}")
-
-
-def _add(a: Any, b: Any) -> Any:
-    if is_number(a) and is_number(b):
-        return check_number(a + b)
-    if isinstance(a, str) and isinstance(b, str):
-        return check_size(a + b)
-    if is_list(a) and is_list(b):
-        return check_size([*a, *b])
-    hint = "; use string(x) to convert" if isinstance(a, str) or isinstance(b, str) else ""
-    raise EvaluationError(f"cannot add {type_name(a)} and {type_name(b)}{hint}")
-
-
-def _arith(symbol: str) -> Any:
-    def op(a: Any, b: Any) -> Any:
-        if not (is_number(a) and is_number(b)):
-            raise EvaluationError(f"'{symbol}' needs numbers, got {type_name(a)} and {type_name(b)}")
-        if symbol in "/%" and b == 0:
-            raise EvaluationError("division by zero" if symbol == "/" else "modulo by zero")
-        if symbol == "-":
-            return check_number(a - b)
-        if symbol == "*":
-            return check_number(a * b)
-        if symbol == "%":
-            return check_number(a % b)
-        # 7 / 2 is 3.5 but 6 / 2 is 3: integers stay integers when the division is exact.
-        if isinstance(a, int) and isinstance(b, int) and a % b == 0:
-            return check_number(a // b)
-        return check_number(a / b)
-
-    return op
-
-
-def _compare(symbol: str) -> Any:
-    def op(a: Any, b: Any) -> bool:
-        if not ((is_number(a) and is_number(b)) or (isinstance(a, str) and isinstance(b, str))):
-            raise EvaluationError(
-                f"cannot compare {type_name(a)} {symbol} {type_name(b)}; "
-                "'<' and friends compare two numbers or two strings"
-            )
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[symbol]
-
-    return op
-
-
-_BINARY: dict[str, Any] = {
-    "+": _add,
-    "-": _arith("-"),
-    "*": _arith("*"),
-    "/": _arith("/"),
-    "%": _arith("%"),
-    "==": equal,
-    "!=": lambda a, b: not equal(a, b),
-    "<": _compare("<"),
-    "<=": _compare("<="),
-    ">": _compare(">"),
-    ">=": _compare(">="),
-    "in": lambda a, b: contains(b, a),
-}
 
 _OPS: dict[str, Any] = {
     "lit": _Evaluator.lit,
