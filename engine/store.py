@@ -1,0 +1,190 @@
+"""The store: every SQL statement of the engine, behind one facade.
+
+Each method is one transaction. Status changes are compare-and-set against ``engine.states``;
+commands raise ``IllegalTransition`` when the current status forbids them, while late or duplicate
+worker results are dropped (and counted). The work is split by concept:
+
+- ``store_deploy``   workflow versions
+- ``store_commands`` start a run or task; cancel, retry, compensate; dead-letter requeue
+- ``store_results``  apply a batch of worker results, then re-plan (``store_plan``)
+- ``store_timers``   due retries, expired leases, run deadlines
+- ``store_outbox``   the outbox relay
+- ``store_queries``  reads for the CLI, API and dashboard
+
+Works on PostgreSQL (row locks with ``SKIP LOCKED``; several coordinators at once) and on SQLite
+(the embedded default: one process, ``BEGIN IMMEDIATE`` serialises writers).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from engine import store_commands, store_deploy, store_outbox, store_queries, store_results, store_timers
+from engine.contracts import ResultMessage
+from engine.store_common import BatchOutcome, DeployedVersion, OutboxMessage, StoreContext
+
+__all__ = ["Store", "BatchOutcome", "DeployedVersion", "OutboxMessage"]
+
+When = datetime | float | str | None
+
+
+class Store:
+    """Persistence of workflow versions, runs and tasks.
+
+    Parameters:
+        engine: from ``engine.db.make_engine``; the schema must be migrated (``engine.db.upgrade``).
+        clock: seconds since the epoch; tests inject one to move time.
+        rng: the random source of retry jitter (tests pass a seeded one).
+        lease_seconds: how long a processing task without a timeout may stay silent.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self._ctx = StoreContext(engine, clock, rng, lease_seconds)
+
+    # --- workflows ------------------------------------------------------------------------------
+
+    def deploy(self, source: str, filename: str) -> list[DeployedVersion]:
+        """Compile ``source`` and store a new version of each changed workflow.
+
+        Raises:
+            CompileFailed: with the compiler's diagnostics.
+        """
+        return store_deploy.deploy(self._ctx, source, filename)
+
+    def deploy_seed(self, definition: Mapping[str, Any]) -> DeployedVersion:
+        """Store a seed JSON definition as a workflow version (same definition: same version)."""
+        return store_deploy.deploy_seed(self._ctx, definition)
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        workflow: str,
+        params: dict[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        idempotency_key: str | None = None,
+        scheduled_at: When = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Start a run of the newest (or the given) version; the run id.
+
+        Raises:
+            NotFound: no such workflow (version).
+            InvalidParams: every problem with ``params`` (or a ``let`` that cannot be evaluated).
+            Conflict: ``idempotency_key`` already started a run of another workflow.
+        """
+        return store_commands.start_run(
+            self._ctx, workflow, params, version=version, idempotency_key=idempotency_key,
+            scheduled_at=scheduled_at, parent_run_id=parent_run_id,
+        )
+
+    def create_task(
+        self,
+        task_type: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int = 3,
+        run_at: When = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """A standalone task (no run); delayed until ``run_at`` if given. The task id."""
+        return store_commands.create_task(
+            self._ctx, task_type, payload, max_attempts=max_attempts, run_at=run_at,
+            idempotency_key=idempotency_key,
+        )
+
+    def cancel_run(self, run_id: str) -> None:
+        """Raises NotFound, or IllegalTransition unless the run is pending or running."""
+        store_commands.cancel_run(self._ctx, run_id)
+
+    def retry_run(self, run_id: str) -> None:
+        """Retry a failed run from its failed steps. Raises NotFound or IllegalTransition."""
+        store_commands.retry_run(self._ctx, run_id)
+
+    def compensate_run(self, run_id: str) -> None:
+        """Undo a finished run's completed steps. Raises NotFound or IllegalTransition."""
+        store_commands.compensate_run(self._ctx, run_id)
+
+    def retry_task(self, task_id: str) -> None:
+        """Retry a failed task from attempt 1. Raises NotFound or IllegalTransition."""
+        store_commands.retry_task(self._ctx, task_id)
+
+    def cancel_task(self, task_id: str) -> None:
+        """Cancel an unfinished task. Raises NotFound or IllegalTransition."""
+        store_commands.cancel_task(self._ctx, task_id)
+
+    def requeue_dead_letter(self, dead_letter_id: str) -> str:
+        """Retry the dead letter's task; its id. Raises NotFound or IllegalTransition."""
+        return store_commands.requeue_dead_letter(self._ctx, dead_letter_id)
+
+    def discard_dead_letter(self, dead_letter_id: str) -> None:
+        """Close a dead letter without retrying. Raises NotFound or IllegalTransition."""
+        store_commands.discard_dead_letter(self._ctx, dead_letter_id)
+
+    # --- coordinator ----------------------------------------------------------------------------
+
+    def apply_results(self, results: Sequence[ResultMessage]) -> BatchOutcome:
+        """Apply a batch of worker results and re-plan the touched runs, in one transaction."""
+        return store_results.apply_results(self._ctx, results)
+
+    def run_timers(self, limit: int = 500) -> BatchOutcome:
+        """Due retries, expired leases and run deadlines (up to ``limit`` of each)."""
+        return store_timers.run_timers(self._ctx, limit)
+
+    def relay_outbox(self, publish: Callable[[list[OutboxMessage]], None], limit: int = 500) -> int:
+        """Publish and delete up to ``limit`` outbox messages; the number relayed."""
+        return store_outbox.relay_outbox(self._ctx, publish, limit)
+
+    # --- queries --------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return store_queries.get_run(self._ctx, run_id)
+
+    def list_runs(
+        self,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: When = None,
+        until: When = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        return store_queries.list_runs(self._ctx, workflow, status, since, until, limit, cursor)
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return store_queries.get_task(self._ctx, task_id)
+
+    def task_logs(
+        self, task_id: str | None = None, run_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        return store_queries.get_task_logs(self._ctx, task_id, run_id, limit)
+
+    def counts(self) -> dict[str, Any]:
+        return store_queries.counts(self._ctx)
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return store_queries.list_workflows(self._ctx)
+
+    def get_version(self, name: str, version: int | None = None) -> dict[str, Any]:
+        return store_queries.get_version(self._ctx, name, version)
+
+    def list_dead_letters(self, include_closed: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        return store_queries.list_dead_letters(self._ctx, include_closed, limit)
+
+    def get_dead_letter(self, dead_letter_id: str) -> dict[str, Any]:
+        return store_queries.get_dead_letter(self._ctx, dead_letter_id)

@@ -1,0 +1,361 @@
+"""What operators and clients ask for: start a run or a task, cancel, retry, compensate, requeue.
+
+Each command is one transaction. A command whose entity's current status does not allow it raises
+``IllegalTransition`` (HTTP 409); the run is locked first, then its tasks, like everywhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dsl import evaluator
+from dsl.spec import Retry, WorkflowSpec
+from engine.errors import Conflict, IllegalTransition, InvalidParams, NotFound
+from engine.params import check_params
+from engine.planner_types import COMPENSATION, STANDALONE, STEP
+from engine.states import RunStatus, TaskStatus, run_sources, task_sources
+from engine.store_common import (
+    StoreContext,
+    Writes,
+    after,
+    cancel_tasks,
+    dead_letters,
+    lock_runs,
+    new_id,
+    new_task_row,
+    queue_log,
+    queue_task_message,
+    runs,
+    task_logs,
+    tasks,
+    to_datetime,
+)
+from engine.store_deploy import find_version, spec_of
+from engine.store_plan import plan_runs, set_run_status
+
+R = RunStatus
+T = TaskStatus
+
+
+def start_run(
+    ctx: StoreContext,
+    workflow: str,
+    params: dict[str, Any] | None,
+    *,
+    version: int | None = None,
+    idempotency_key: str | None = None,
+    scheduled_at: datetime | float | str | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run, evaluate its lets, plan its first steps; the run id."""
+    try:
+        with ctx.engine.begin() as conn:
+            if idempotency_key:
+                existing = _run_by_key(conn, idempotency_key, workflow)
+                if existing:
+                    return existing
+            row = _new_run(ctx, conn, workflow, params, version, idempotency_key,
+                           to_datetime(scheduled_at), parent_run_id)
+            conn.execute(runs.insert().values(**row))
+            plan_runs(ctx, conn, {row["id"]: row}, Writes(), row["created_at"])
+            return str(row["id"])
+    except IntegrityError:
+        # Two requests with the same key raced; the other one's run is the answer.
+        if idempotency_key:
+            with ctx.engine.connect() as conn:
+                existing = _run_by_key(conn, idempotency_key, workflow)
+            if existing:
+                return existing
+        raise
+
+
+def _run_by_key(conn: Connection, key: str, workflow: str) -> str | None:
+    row = conn.execute(
+        select(runs.c.id, runs.c.workflow_name).where(runs.c.idempotency_key == key)
+    ).first()
+    if row is None:
+        return None
+    if row.workflow_name != workflow:
+        raise Conflict(
+            f"idempotency key {key!r} already started run {row.id} of workflow "
+            f"{row.workflow_name!r}, not {workflow!r}; use a new key for a different request"
+        )
+    return str(row.id)
+
+
+def _new_run(
+    ctx: StoreContext,
+    conn: Connection,
+    workflow: str,
+    params: dict[str, Any] | None,
+    version: int | None,
+    idempotency_key: str | None,
+    scheduled_at: datetime | None,
+    parent_run_id: str | None,
+) -> dict[str, Any]:
+    found = find_version(conn, workflow, version)
+    spec = spec_of(ctx, conn, found["id"])
+    checked = check_params(spec.params, params, workflow)
+    now = ctx.now()
+    run_id = new_id()
+    return {
+        "id": run_id,
+        "workflow_version_id": found["id"],
+        "workflow_name": spec.name,
+        "version": found["version"],
+        # The planner's first action moves it to running (with started_at).
+        "status": R.PENDING.value,
+        "params": checked,
+        "values": _evaluate_lets(spec, checked, run_id, scheduled_at),
+        "output": None,
+        "error": None,
+        "idempotency_key": idempotency_key,
+        "parent_run_id": parent_run_id,
+        "scheduled_at": scheduled_at,
+        "deadline": after(now, spec.timeout) if spec.timeout else None,
+        "created_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": now,
+    }
+
+
+def _evaluate_lets(
+    spec: WorkflowSpec, params: dict[str, Any], run_id: str, scheduled_at: datetime | None
+) -> dict[str, Any]:
+    """The ``let`` values, once per run: each sees params, ``workflow`` and the lets before it.
+    Secrets stay deferred (resolved only on the worker), so none is stored in clear."""
+    env: dict[str, Any] = {
+        "params": params,
+        "workflow": {
+            "name": spec.name,
+            "run_id": run_id,
+            "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
+        },
+    }
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for let in spec.lets:
+        try:
+            values[let.name] = evaluator.evaluate(let.expr, env, defer=("secrets",))
+        except evaluator.EvaluationError as exc:
+            problems.append(f"let {let.name}: {exc}")
+            values[let.name] = None
+        env[let.name] = values[let.name]
+    if problems:
+        raise InvalidParams(problems, spec.name)
+    return values
+
+
+def create_task(
+    ctx: StoreContext,
+    task_type: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int = 3,
+    run_at: datetime | float | str | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """A standalone task (the seed's ``POST /api/task``): ``pending`` with its message, or
+    ``retrying`` until ``run_at`` (the timer pass dispatches it then)."""
+    if max_attempts < 1:
+        raise InvalidParams([f"max_attempts must be at least 1, got {max_attempts}"])
+    when = to_datetime(run_at)
+    try:
+        with ctx.engine.begin() as conn:
+            if idempotency_key:
+                existing = conn.execute(
+                    select(tasks.c.id).where(tasks.c.idempotency_key == idempotency_key)
+                ).scalar()
+                if existing:
+                    return str(existing)
+            now = ctx.now()
+            delayed = when is not None and when > now
+            row = new_task_row(
+                run_id=None, kind=STANDALONE, step=None, item=None, task_type=task_type,
+                payload=payload, status=T.RETRYING if delayed else T.PENDING, now=now,
+                retry=Retry(attempts=max_attempts), max_attempts=max_attempts,
+                next_attempt_at=when if delayed else None, idempotency_key=idempotency_key,
+            )
+            if delayed:
+                # The timer pass counts the move to pending as the next attempt; start one lower.
+                row["attempt"] = 0
+            writes = Writes(tasks=[row])
+            if not delayed:
+                queue_task_message(writes, row, now)
+            writes.flush(conn)
+            return str(row["id"])
+    except IntegrityError:
+        if idempotency_key:
+            with ctx.engine.connect() as conn:
+                existing = conn.execute(
+                    select(tasks.c.id).where(tasks.c.idempotency_key == idempotency_key)
+                ).scalar()
+            if existing:
+                return str(existing)
+        raise
+
+
+def _locked_run(ctx: StoreContext, conn: Connection, run_id: str) -> dict[str, Any]:
+    found = lock_runs(ctx, conn, [run_id])
+    if run_id not in found:
+        raise NotFound("run", run_id)
+    return found[run_id]
+
+
+def _require_run(run: dict[str, Any], target: RunStatus) -> None:
+    if R(run["status"]) not in run_sources(target):
+        raise IllegalTransition("run", run["id"], run["status"], target.value)
+
+
+def cancel_run(ctx: StoreContext, run_id: str) -> None:
+    """Cancel a pending or running run and its in-flight tasks (their late results are refused).
+    Completed steps are not undone; ``compensate_run`` does that."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        run = _locked_run(ctx, conn, run_id)
+        _require_run(run, R.CANCELLED)
+        writes = Writes()
+        error = {"type": "cancelled", "message": "the run was cancelled by an operator"}
+        cancel_tasks(conn, tasks.c.run_id == run_id, error, now, writes)
+        set_run_status(conn, run, R.CANCELLED, now, error=error)
+        writes.flush(conn)
+
+
+def retry_run(ctx: StoreContext, run_id: str) -> None:
+    """Retry a failed run from its failed steps: each failed step task starts again at attempt 1
+    (new fencing token); steps behind it run when it completes."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        run = _locked_run(ctx, conn, run_id)
+        _require_run(run, R.RUNNING)
+        writes = Writes()
+        failed = and_(tasks.c.run_id == run_id, tasks.c.kind == STEP, tasks.c.status == T.FAILED.value)
+        # Steps the planner recorded as failed (their config could not be evaluated) never ran:
+        # remove them so that the planner evaluates them afresh.
+        never_ran = select(tasks.c.id).where(failed, tasks.c.dispatched_at.is_(None))
+        conn.execute(delete(task_logs).where(task_logs.c.task_id.in_(never_ran)))
+        conn.execute(delete(tasks).where(tasks.c.id.in_(never_ran.scalar_subquery())))
+        _restart_tasks(conn, failed, now, writes)
+        set_run_status(conn, run, R.RUNNING, now, clear_error=True)
+        plan_runs(ctx, conn, {run_id: run}, writes, now)
+
+
+def compensate_run(ctx: StoreContext, run_id: str) -> None:
+    """Run the saga of a finished run by hand: compensations of its completed steps, in reverse
+    completion order. After ``compensation_failed`` it retries the compensations that failed."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        run = _locked_run(ctx, conn, run_id)
+        _require_run(run, R.COMPENSATING)
+        writes = Writes()
+        _restart_tasks(
+            conn,
+            and_(tasks.c.run_id == run_id, tasks.c.kind == COMPENSATION, tasks.c.status == T.FAILED.value),
+            now, writes,
+        )
+        set_run_status(conn, run, R.COMPENSATING, now)
+        plan_runs(ctx, conn, {run_id: run}, writes, now)
+
+
+def _restart_tasks(conn: Connection, where: Any, now: datetime, writes: Writes) -> list[dict[str, Any]]:
+    """failed -> pending at attempt 1 with the next fencing token and a new message."""
+    rows = conn.execute(
+        update(tasks)
+        .where(where, tasks.c.status.in_([s.value for s in task_sources(T.PENDING) if s is T.FAILED]))
+        .values(
+            status=T.PENDING.value,
+            attempt=1,
+            fencing_token=tasks.c.fencing_token + 1,
+            error=None,
+            output=None,
+            next_attempt_at=None,
+            finished_at=None,
+            dispatched_at=now,
+            updated_at=now,
+        )
+        .returning(*tasks.c)
+    ).mappings().all()
+    for row in rows:
+        queue_log(writes, dict(row), "info", "retried by an operator: attempt 1 again", now)
+        queue_task_message(writes, dict(row), now)
+    writes.flush(conn)
+    return [dict(row) for row in rows]
+
+
+def retry_task(ctx: StoreContext, task_id: str) -> None:
+    """Retry one failed task from attempt 1. Its run, if it had failed, runs again."""
+    with ctx.engine.begin() as conn:
+        _retry_task(ctx, conn, task_id)
+
+
+def _retry_task(ctx: StoreContext, conn: Connection, task_id: str) -> None:
+    now = ctx.now()
+    row = _task(conn, task_id)
+    run = _locked_run(ctx, conn, row["run_id"]) if row["run_id"] else None
+    writes = Writes()
+    if not _restart_tasks(conn, tasks.c.id == task_id, now, writes):
+        raise IllegalTransition("task", task_id, _task(conn, task_id)["status"], T.PENDING.value)
+    if run is not None:
+        if R(run["status"]) is R.FAILED:
+            set_run_status(conn, run, R.RUNNING, now, clear_error=True)
+        plan_runs(ctx, conn, {run["id"]: run}, writes, now)
+
+
+def cancel_task(ctx: StoreContext, task_id: str) -> None:
+    """Cancel a task that has not finished; its run (if any) then treats the step as failed."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        row = _task(conn, task_id)
+        run = _locked_run(ctx, conn, row["run_id"]) if row["run_id"] else None
+        writes = Writes()
+        error = {"type": "cancelled", "message": "the task was cancelled by an operator"}
+        if not cancel_tasks(conn, tasks.c.id == task_id, error, now, writes):
+            raise IllegalTransition("task", task_id, _task(conn, task_id)["status"], T.CANCELLED.value)
+        if run is not None:
+            plan_runs(ctx, conn, {run["id"]: run}, writes, now)
+        writes.flush(conn)
+
+
+def _task(conn: Connection, task_id: str) -> dict[str, Any]:
+    row = conn.execute(select(tasks).where(tasks.c.id == task_id)).mappings().first()
+    if row is None:
+        raise NotFound("task", task_id)
+    return dict(row)
+
+
+def requeue_dead_letter(ctx: StoreContext, dead_letter_id: str) -> str:
+    """Retry the dead letter's task from attempt 1 (see ``retry_task``); the task id."""
+    with ctx.engine.begin() as conn:
+        letter = _open_dead_letter(conn, dead_letter_id, "requeued")
+        conn.execute(
+            update(dead_letters).where(dead_letters.c.id == dead_letter_id).values(requeued_at=ctx.now())
+        )
+        _retry_task(ctx, conn, str(letter["task_id"]))
+        return str(letter["task_id"])
+
+
+def discard_dead_letter(ctx: StoreContext, dead_letter_id: str) -> None:
+    """Mark a dead letter as looked at and dropped; the task stays failed."""
+    with ctx.engine.begin() as conn:
+        _open_dead_letter(conn, dead_letter_id, "discarded")
+        conn.execute(
+            update(dead_letters).where(dead_letters.c.id == dead_letter_id).values(discarded_at=ctx.now())
+        )
+
+
+def _open_dead_letter(conn: Connection, dead_letter_id: str, target: str) -> dict[str, Any]:
+    statement = select(dead_letters).where(dead_letters.c.id == dead_letter_id)
+    if conn.dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    row = conn.execute(statement).mappings().first()
+    if row is None:
+        raise NotFound("dead letter", dead_letter_id)
+    if row["requeued_at"] is not None or row["discarded_at"] is not None:
+        current = "requeued" if row["requeued_at"] is not None else "discarded"
+        raise IllegalTransition("dead letter", dead_letter_id, current, target)
+    return dict(row)

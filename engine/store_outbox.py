@@ -1,0 +1,44 @@
+"""The outbox relay: publish committed messages, then delete them.
+
+A message is deleted only after ``publish`` returned, that is after the broker confirmed it; a crash
+in between publishes it again on the next pass, which the fencing token and the idempotency key
+make harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import delete, select
+
+from engine.store_common import OutboxMessage, StoreContext, outbox
+
+
+def relay_outbox(
+    ctx: StoreContext, publish: Callable[[list[OutboxMessage]], None], limit: int = 500
+) -> int:
+    """Publish up to ``limit`` outbox messages in order; the number published.
+
+    ``publish`` must return only once the broker has confirmed every message, or raise; when it
+    raises, the transaction rolls back, the rows stay, and the exception propagates.
+    """
+    with ctx.engine.begin() as conn:
+        statement = select(outbox).order_by(outbox.c.id).limit(limit)
+        if ctx.is_postgres:
+            # Two relays never publish the same rows; a relay never waits for another.
+            statement = statement.with_for_update(skip_locked=True)
+        messages = [
+            OutboxMessage(
+                id=row["id"],
+                exchange=row["exchange"],
+                routing_key=row["routing_key"],
+                body=row["body"],
+                headers=dict(row["headers"] or {}),
+            )
+            for row in conn.execute(statement).mappings()
+        ]
+        if not messages:
+            return 0
+        publish(messages)
+        conn.execute(delete(outbox).where(outbox.c.id.in_([m.id for m in messages])))
+    return len(messages)

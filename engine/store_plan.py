@@ -1,0 +1,203 @@
+"""Re-plan runs: build each run's view, ask the planner, apply its actions (in the caller's
+transaction, on runs the caller has locked)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from dsl.spec import WorkflowSpec
+from engine import planner
+from engine.planner_types import (
+    Action,
+    Dispatch,
+    MarkCompensated,
+    Record,
+    RunView,
+    SetRunStatus,
+)
+from engine.states import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus, run_sources, task_sources
+from engine.store_common import (
+    StoreContext,
+    Writes,
+    aware,
+    cas_task,
+    iso,
+    log,
+    new_task_row,
+    queue_task_message,
+    runs,
+    select_in,
+    take_finished_seq,
+    task_view,
+    tasks,
+)
+from engine.store_deploy import load_specs, spec_of
+
+# The planner plans until it needs a worker's result, so a second call normally returns nothing;
+# this bound only stops a planner bug from looping forever inside a transaction.
+MAX_PLAN_ROUNDS = 100
+
+
+def plan_runs(
+    ctx: StoreContext,
+    conn: Connection,
+    locked: dict[str, dict[str, Any]],
+    writes: Writes,
+    now: datetime,
+) -> int:
+    """Re-plan every run of ``locked`` (rows the caller holds ``FOR UPDATE``); the actions applied.
+
+    Buffered inserts are flushed first, so the views see every task of the transaction.
+    """
+    if not locked:
+        return 0
+    writes.flush(conn)
+    load_specs(ctx, conn, [row["workflow_version_id"] for row in locked.values()])
+    by_run: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in locked}
+    for row in select_in(select(tasks), tasks.c.run_id, locked, conn):
+        by_run[row["run_id"]].append(dict(row))
+    applied = 0
+    for run_id in sorted(locked):
+        spec = spec_of(ctx, conn, locked[run_id]["workflow_version_id"])
+        applied += _plan_one(ctx, conn, spec, locked[run_id], by_run[run_id], writes, now)
+    writes.flush(conn)
+    return applied
+
+
+def run_view(run: dict[str, Any], task_rows: Iterable[dict[str, Any]], now: datetime) -> RunView:
+    deadline = aware(run["deadline"])
+    return RunView(
+        id=run["id"],
+        status=RunStatus(run["status"]),
+        params=run["params"] or {},
+        values=run["values"] or {},
+        tasks=tuple(task_view(row) for row in task_rows),
+        workflow_name=run["workflow_name"],
+        scheduled_at=iso(run["scheduled_at"]),
+        timed_out=deadline is not None and deadline <= now,
+        error=run["error"],
+    )
+
+
+def _plan_one(
+    ctx: StoreContext,
+    conn: Connection,
+    spec: WorkflowSpec,
+    run: dict[str, Any],
+    task_rows: list[dict[str, Any]],
+    writes: Writes,
+    now: datetime,
+) -> int:
+    applied = 0
+    for _ in range(MAX_PLAN_ROUNDS):
+        actions = planner.next_actions(spec, run_view(run, task_rows, now))
+        if not actions:
+            return applied
+        for action in actions:
+            if not _apply(ctx, conn, spec, run, task_rows, action, writes, now):
+                # The database disagrees with the view (a concurrent change we did not lock out,
+                # or a planner bug): stop here; the next result or timer pass re-plans this run.
+                log.warning("run %s: could not apply %r; re-planning later", run["id"], action)
+                return applied
+            applied += 1
+    log.error("run %s: the planner did not settle after %d rounds", run["id"], MAX_PLAN_ROUNDS)
+    return applied
+
+
+def _apply(
+    ctx: StoreContext,
+    conn: Connection,
+    spec: WorkflowSpec,
+    run: dict[str, Any],
+    task_rows: list[dict[str, Any]],
+    action: Action,
+    writes: Writes,
+    now: datetime,
+) -> bool:
+    """Apply one action to the database (or the write buffer) and to the in-memory rows."""
+    if isinstance(action, Dispatch):
+        row = new_task_row(
+            run_id=run["id"], kind=action.kind, step=action.step, item=action.item,
+            task_type=action.task_type, payload=action.payload, status=TaskStatus.PENDING,
+            now=now, retry=action.retry, max_attempts=action.retry.attempts,
+            timeout=action.timeout,
+        )
+        writes.tasks.append(row)
+        queue_task_message(writes, row, now)
+        task_rows.append(row)
+        return True
+    if isinstance(action, Record):
+        row = new_task_row(
+            run_id=run["id"], kind=action.kind, step=action.step, item=action.item,
+            task_type=_task_type_of(spec, action.step), payload={}, status=action.status,
+            now=now, retry=None, max_attempts=0, output=action.output, error=action.error,
+        )
+        if action.status == TaskStatus.COMPLETED:
+            row["finished_seq"] = take_finished_seq(ctx, conn, 1)[0]
+        writes.tasks.append(row)
+        task_rows.append(row)
+        return True
+    if isinstance(action, MarkCompensated):
+        target = TaskStatus.COMPENSATED
+        new = cas_task(
+            conn, action.task_id, task_sources(target),
+            {"status": target.value, "updated_at": now},
+        )
+        if new is None:
+            return False
+        for index, row in enumerate(task_rows):
+            if row["id"] == action.task_id:
+                task_rows[index] = new
+        return True
+    if isinstance(action, SetRunStatus):
+        return set_run_status(conn, run, action.status, now, action.output, action.error)
+    raise TypeError(f"unknown planner action {action!r}")
+
+
+def set_run_status(
+    conn: Connection,
+    run: dict[str, Any],
+    target: RunStatus,
+    now: datetime,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    *,
+    clear_error: bool = False,
+) -> bool:
+    """Compare-and-set a run's status (from the statuses ``RUN_TRANSITIONS`` allows); updates
+    ``run`` in place. False when the run's status did not allow it."""
+    values: dict[str, Any] = {"status": target.value, "updated_at": now}
+    if target is RunStatus.RUNNING and run.get("started_at") is None:
+        values["started_at"] = now
+    if target in TERMINAL_RUN_STATUSES:
+        values["finished_at"] = now
+    elif run.get("finished_at") is not None:
+        values["finished_at"] = None
+    if output is not None:
+        values["output"] = output
+    if error is not None:
+        values["error"] = error
+    elif clear_error:
+        values["error"] = None
+    result = conn.execute(
+        update(runs)
+        .where(runs.c.id == run["id"], runs.c.status.in_([s.value for s in run_sources(target)]))
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    run.update(values)
+    return True
+
+
+def _task_type_of(spec: WorkflowSpec, step_name: str) -> str:
+    try:
+        step = spec.step(step_name)
+    except KeyError:
+        return "none"
+    return step.task_type or step.type
+

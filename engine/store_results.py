@@ -1,0 +1,213 @@
+"""Apply workers' results: one transaction per batch, compare-and-set per result, then re-plan.
+
+A result is applied only if the task is still in a status that expects it and carries the fencing
+token of the attempt; anything else (a duplicate delivery, a worker whose lease expired, a task an
+operator cancelled) is logged and dropped. That makes the coordinator's at-least-once delivery of
+results give exactly-once transitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from engine import retry as retry_policy
+from engine.contracts import Failure, ResultMessage
+from engine.states import TaskStatus, can_task
+from engine.store_common import (
+    LEASE_GRACE_SECONDS,
+    BatchOutcome,
+    StoreContext,
+    Writes,
+    after,
+    cas_task,
+    lock_runs,
+    log,
+    queue_dead_letter,
+    queue_log,
+    retry_of,
+    select_in,
+    take_finished_seq,
+    tasks,
+    to_datetime,
+)
+from engine.store_plan import plan_runs
+
+T = TaskStatus
+# A result is expected while the task is pending or processing. ``pending`` is there because a
+# ``completed``/``failed`` may overtake its ``started`` (two coordinators, or a batch that holds
+# both): the store then applies pending -> processing -> final in one write, each step of which
+# the transition table allows.
+RESULT_SOURCES = frozenset({T.PENDING, T.PROCESSING})
+assert all(can_task(T.PROCESSING, s) for s in (T.COMPLETED, T.FAILED, T.RETRYING))
+assert can_task(T.PENDING, T.PROCESSING)
+
+
+def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchOutcome:
+    """Apply a batch of results and re-plan the runs they touched, in one transaction."""
+    if not results:
+        return BatchOutcome()
+    # Task rows are locked in id order (a stable sort keeps each task's own results in order), so
+    # that two coordinators applying overlapping batches cannot deadlock on them.
+    ordered = sorted(results, key=lambda r: r.task_id)
+    task_ids = list(dict.fromkeys(r.task_id for r in ordered))
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        writes = Writes()
+        # A task's run never changes, so this read needs no lock; the runs are locked before the
+        # tasks are read again, so that what we read is what no other coordinator is changing.
+        run_of = {
+            row["id"]: row["run_id"]
+            for row in select_in(select(tasks.c.id, tasks.c.run_id), tasks.c.id, task_ids, conn)
+        }
+        locked = lock_runs(ctx, conn, {r for r in run_of.values() if r})
+        rows = {
+            row["id"]: dict(row) for row in select_in(select(tasks), tasks.c.id, task_ids, conn)
+        }
+        seqs = iter(take_finished_seq(ctx, conn, sum(r.status == "completed" for r in ordered)))
+        applied = dropped = 0
+        touched: set[str] = set()
+        for result in ordered:
+            row = rows.get(result.task_id)
+            new = _apply_one(ctx, conn, row, result, writes, now, seqs) if row else None
+            if new is None:
+                dropped += 1
+                _log_drop(result, row)
+                continue
+            applied += 1
+            rows[result.task_id] = new
+            if new["run_id"] and result.status != "started":
+                touched.add(new["run_id"])
+        planned = plan_runs(ctx, conn, {r: locked[r] for r in touched if r in locked}, writes, now)
+        writes.flush(conn)
+    log.debug("batch: %d results applied, %d dropped, %d planner actions", applied, dropped, planned)
+    return BatchOutcome(applied, dropped, tuple(sorted(touched)))
+
+
+def _apply_one(
+    ctx: StoreContext,
+    conn: Connection,
+    row: dict[str, Any],
+    result: ResultMessage,
+    writes: Writes,
+    now: datetime,
+    seqs: Any,
+) -> dict[str, Any] | None:
+    # Checked in memory first: most drops (duplicates) then cost no statement. The CAS below is
+    # still what guarantees it, for tasks without a run (not covered by a run lock).
+    if row["fencing_token"] != result.fencing_token or T(row["status"]) not in RESULT_SOURCES:
+        return None
+    if result.status == "started":
+        if row["status"] != T.PENDING.value:
+            return None
+        lease = (row["timeout"] or ctx.lease_seconds) + LEASE_GRACE_SECONDS
+        started = to_datetime(result.started_at) or now
+        return cas_task(
+            conn, row["id"], {T.PENDING},
+            {
+                "status": T.PROCESSING.value,
+                "lease_expires_at": after(now, lease),
+                "started_at": row["started_at"] or started,
+                "updated_at": now,
+            },
+            result.fencing_token,
+        )
+    if result.status == "completed":
+        new = cas_task(
+            conn, row["id"], RESULT_SOURCES,
+            {
+                "status": T.COMPLETED.value,
+                "output": result.output,
+                "error": None,
+                "lease_expires_at": None,
+                "finished_at": now,
+                "finished_seq": next(seqs),
+                "started_at": row["started_at"] or to_datetime(result.started_at) or now,
+                "updated_at": now,
+            },
+            result.fencing_token,
+        )
+        if new is not None:
+            _log_attempt(writes, new, result, "info", f"attempt {new['attempt']} completed", None, now)
+        return new
+    failure = result.error or Failure("handler", "the worker reported a failure without details")
+    return fail_attempt(ctx, conn, row, failure, writes, now, result=result)
+
+
+def fail_attempt(
+    ctx: StoreContext,
+    conn: Connection,
+    row: dict[str, Any],
+    failure: Failure,
+    writes: Writes,
+    now: datetime,
+    *,
+    result: ResultMessage | None = None,
+    sources: frozenset[TaskStatus] = RESULT_SOURCES,
+    bump_fencing: bool = False,
+) -> dict[str, Any] | None:
+    """Record a failed attempt: ``retrying`` if the policy allows another, else ``failed`` with a
+    dead letter. ``bump_fencing`` (lease expiry) refuses the silent worker's late result."""
+    decision = retry_policy.decide(retry_of(row), int(row["attempt"]), failure, ctx.rng)
+    values: dict[str, Any] = {
+        "error": failure.to_json(),
+        "lease_expires_at": None,
+        "updated_at": now,
+        "started_at": row["started_at"] or (to_datetime(result.started_at) if result else None) or now,
+    }
+    if bump_fencing:
+        values["fencing_token"] = row["fencing_token"] + 1
+    if decision.retry:
+        values.update(status=T.RETRYING.value, next_attempt_at=after(now, decision.delay))
+    else:
+        values.update(status=T.FAILED.value, finished_at=now, next_attempt_at=None)
+    new = cas_task(conn, row["id"], sources, values, row["fencing_token"])
+    if new is None:
+        return None
+    message = f"attempt {row['attempt']} failed: {failure.type}: {failure.message}; {decision.reason}"
+    _log_attempt(writes, new, result, "warning" if decision.retry else "error", message, failure, now)
+    if not decision.retry:
+        queue_dead_letter(writes, new, decision.reason, failure.to_json(), now)
+    return new
+
+
+def _log_attempt(
+    writes: Writes,
+    row: dict[str, Any],
+    result: ResultMessage | None,
+    level: str,
+    message: str,
+    failure: Failure | None,
+    now: datetime,
+) -> None:
+    """One line per attempt (with its error record), then the worker's own log lines."""
+    attempt = int(row["attempt"])
+    data: dict[str, Any] = {"attempt": attempt}
+    if failure is not None:
+        data["error"] = failure.to_json()
+    if result is not None:
+        data.update(worker=result.worker, started_at=result.started_at, finished_at=result.finished_at)
+        for entry in result.logs:
+            entry = dict(entry)
+            at = entry.pop("time", None) or entry.pop("at", None)
+            when = to_datetime(at) if isinstance(at, (int, float, str)) else None
+            queue_log(
+                writes, row, str(entry.pop("level", "info")), str(entry.pop("message", "")),
+                when or now, data=entry or None, attempt=attempt,
+            )
+    queue_log(writes, row, level, message, now, data=data, attempt=attempt)
+
+
+def _log_drop(result: ResultMessage, row: dict[str, Any] | None) -> None:
+    if row is None:
+        log.warning("dropped %s result of unknown task %s", result.status, result.task_id)
+        return
+    log.info(
+        "dropped %s result of task %s (attempt %s, token %s): the task is %s with token %s "
+        "(a duplicate or a late result)",
+        result.status, result.task_id, result.attempt, result.fencing_token,
+        row["status"], row["fencing_token"],
+    )

@@ -1,0 +1,145 @@
+"""The coordinator's timer pass: retries that are due, leases that expired, runs past deadline.
+
+Each kind is its own transaction and locks with ``SKIP LOCKED`` on PostgreSQL, so that several
+coordinators share the work without waiting on each other (and without deadlocks: a timer never
+waits for a lock while holding one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from engine.contracts import Failure
+from engine.planner_types import STEP
+from engine.states import RunStatus, TaskStatus
+from engine.store_common import (
+    BatchOutcome,
+    StoreContext,
+    Writes,
+    cancel_tasks,
+    lock_runs,
+    queue_task_message,
+    runs,
+    tasks,
+)
+from engine.store_plan import plan_runs
+from engine.store_results import fail_attempt
+
+T = TaskStatus
+
+
+def run_timers(ctx: StoreContext, limit: int = 500) -> BatchOutcome:
+    """One timer pass; at most ``limit`` items of each kind (call again while it returns work)."""
+    retried = _due_retries(ctx, limit)
+    expired, lease_runs = _expired_leases(ctx, limit)
+    timed_out = _deadlines(ctx, limit)
+    return BatchOutcome(retried + expired + len(timed_out), 0, tuple(sorted(lease_runs | timed_out)))
+
+
+def _due_retries(ctx: StoreContext, limit: int) -> int:
+    """``retrying`` tasks whose time has come: ``pending`` again, next attempt, new message."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        due = (
+            select(tasks.c.id)
+            .where(tasks.c.status == T.RETRYING.value, tasks.c.next_attempt_at <= now)
+            .order_by(tasks.c.next_attempt_at)
+            .limit(limit)
+        )
+        if ctx.is_postgres:
+            due = due.with_for_update(skip_locked=True)
+        ids = list(conn.execute(due).scalars())
+        if not ids:
+            return 0
+        rows = conn.execute(
+            update(tasks)
+            .where(tasks.c.id.in_(ids), tasks.c.status == T.RETRYING.value)
+            .values(
+                status=T.PENDING.value,
+                attempt=tasks.c.attempt + 1,
+                fencing_token=tasks.c.fencing_token + 1,
+                next_attempt_at=None,
+                dispatched_at=now,
+                updated_at=now,
+            )
+            .returning(*tasks.c)
+        ).mappings().all()
+        writes = Writes()
+        for row in rows:
+            queue_task_message(writes, dict(row), now)
+        writes.flush(conn)
+        return len(rows)
+
+
+def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
+    """``processing`` tasks whose worker went silent: a failed attempt of class ``timeout``."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        expired = (
+            (tasks.c.status == T.PROCESSING.value) & (tasks.c.lease_expires_at < now)
+        )
+        candidates = conn.execute(
+            select(tasks.c.id, tasks.c.run_id)
+            .where(expired)
+            .order_by(tasks.c.lease_expires_at)
+            .limit(limit)
+        ).all()
+        if not candidates:
+            return 0, set()
+        # Runs first (skipping those another coordinator is applying results to), then tasks.
+        locked = lock_runs(ctx, conn, {r for _, r in candidates if r}, skip_locked=True)
+        ids = [task_id for task_id, run_id in candidates if run_id is None or run_id in locked]
+        statement = select(tasks).where(tasks.c.id.in_(ids), expired).order_by(tasks.c.id)
+        if ctx.is_postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        writes = Writes()
+        failed = 0
+        touched: set[str] = set()
+        for row in conn.execute(statement).mappings().all():
+            row = dict(row)
+            lease = row["timeout"] or ctx.lease_seconds
+            failure = Failure(
+                "timeout",
+                f"no result within the task's lease ({lease:g}s plus grace); the worker is presumed "
+                "lost and its result, if it comes, will be refused",
+                retryable=True,
+            )
+            new = fail_attempt(
+                ctx, conn, row, failure, writes, now, sources=frozenset({T.PROCESSING}),
+                bump_fencing=True,
+            )
+            if new is not None:
+                failed += 1
+                if new["run_id"]:
+                    touched.add(new["run_id"])
+        plan_runs(ctx, conn, {r: locked[r] for r in touched}, writes, now)
+        writes.flush(conn)
+        return failed, touched
+
+
+def _deadlines(ctx: StoreContext, limit: int) -> set[str]:
+    """Running runs past their deadline: cancel their in-flight steps, then let the planner fail
+    them (it sees ``timed_out``) and run their saga."""
+    with ctx.engine.begin() as conn:
+        now = ctx.now()
+        statement = (
+            select(runs)
+            .where(runs.c.status == RunStatus.RUNNING.value, runs.c.deadline <= now)
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+        if ctx.is_postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        locked: dict[str, dict[str, Any]] = {
+            row["id"]: dict(row) for row in conn.execute(statement).mappings()
+        }
+        if not locked:
+            return set()
+        writes = Writes()
+        error = {"type": "timeout", "message": "the run passed its deadline (the workflow's timeout)"}
+        cancel_tasks(conn, tasks.c.run_id.in_(list(locked)) & (tasks.c.kind == STEP), error, now, writes)
+        plan_runs(ctx, conn, locked, writes, now)
+        writes.flush(conn)
+        return set(locked)
