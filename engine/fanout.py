@@ -61,19 +61,18 @@ def concurrency(step: StepSpec, env: Mapping[str, Any]) -> int | None:
 def aggregate(step: StepSpec, items: Mapping[int, TaskView], total: int) -> StepState:
     """The state of fan-out ``step`` from its item tasks, given ``total`` elements to run.
 
-    In flight while an item is or items remain to dispatch; ``failed`` once an item failed and none
-    is in flight (without ``allow_failure`` the run stops dispatching, so the rest never start);
-    else ``completed`` with the outputs in input order. With ``allow_failure`` a failed item leaves
+    ``failed`` as soon as an item failed without ``allow_failure``, even while other items are in
+    flight: the run must stop dispatching the remaining items at once (it still waits for the
+    ones in flight before compensating). Else in flight while an item is or items remain, then
+    ``completed`` with the outputs in input order. With ``allow_failure`` a failed item leaves
     ``null`` at its place and the other items go on.
     """
     states = {index: task_state(task) for index, task in items.items()}
     attempts = max((s.attempts for s in states.values()), default=0)
-    if any(s.status in IN_FLIGHT for s in states.values()):
-        return StepState(TaskStatus.PROCESSING, attempts=attempts)
     failed = [states[i] for i in sorted(states) if states[i].status is TaskStatus.FAILED]
     if failed and not step.allow_failure:
         return StepState(TaskStatus.FAILED, None, failed[0].error, attempts)
-    if len(states) < total:
+    if len(states) < total or any(s.status in IN_FLIGHT for s in states.values()):
         return StepState(TaskStatus.PROCESSING, attempts=attempts)
     outputs = [states[i].output if i in states else None for i in range(total)]
     return StepState(TaskStatus.COMPLETED, outputs, failed[0].error if failed else None, attempts)

@@ -501,3 +501,226 @@ def test_the_environment_has_workflow_params_and_lets() -> None:
     run.view = replace(run.view, values={"base": "https://b"})
     [_, dispatch] = run.plan()
     assert dispatch.payload == {"wf": "w", "run": "run-1", "p": 1, "base": "https://b"}  # type: ignore[union-attr]
+
+
+# --- exhaustive: every small DAG, every order of results ------------------------------------------
+
+OK = "ok"
+BAD = "bad"
+TIMEOUT = "timeout"
+
+
+def all_dags(max_steps: int) -> Iterable[tuple[int, frozenset[tuple[int, int]]]]:
+    """Every DAG on 1..max_steps steps, as (n, edges i -> j with i < j) in topological order."""
+    for n in range(1, max_steps + 1):
+        pairs = [(i, j) for j in range(n) for i in range(j)]
+        for mask in range(1 << len(pairs)):
+            yield n, frozenset(p for k, p in enumerate(pairs) if mask >> k & 1)
+
+
+def dag_spec(n: int, edges: frozenset[tuple[int, int]], flags: tuple[str, ...],
+             on_failure: bool) -> WorkflowSpec:
+    """Steps s0..s{n-1}; ``flags[i]`` is "" or a mix of "c" (compensate) and "a" (allow_failure)."""
+    steps = [
+        step(f"s{j}", *(f"s{i}" for i, k in sorted(edges) if k == j),
+             compensate=UNDO if "c" in flags[j] else None, allow_failure="a" in flags[j])
+        for j in range(n)
+    ]
+    handlers = (step("alert", config={"e": ref("error", "type")}),) if on_failure else ()
+    return workflow(*steps, on_failure=handlers, timeout=10.0)
+
+
+class Explorer:
+    """Depth-first search over every order of worker results (and a run timeout) for one spec.
+
+    States are memoised on the tasks and run status: the invariants checked at a state depend
+    only on it, so a state reached by two paths needs checking once.
+    """
+
+    def __init__(self, spec: WorkflowSpec, with_timeout: bool, items: int | None = None) -> None:
+        self.spec = spec
+        self.items = items  # the number of elements of the fan-out step, if there is one
+        self.with_timeout = with_timeout
+        self.seen: set[Any] = set()
+        self.leaves = 0
+        self.paths = 0
+
+    def explore(self, params: dict[str, Any] | None = None) -> None:
+        view = RunView("r", R.PENDING, params or {}, {}, workflow_name="w")
+        self._visit(self._plan(view))
+
+    def _key(self, view: RunView) -> Any:
+        tasks = sorted((t.kind, t.step, t.item or 0, t.status.value, t.finished_seq or 0)
+                       for t in view.tasks)
+        return view.status, view.timed_out, tuple(tasks)
+
+    def _visit(self, view: RunView) -> None:
+        key = self._key(view)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        events = self._events(view)
+        if not events:
+            self._check_leaf(view)
+            return
+        for event in events:
+            self._visit(self._plan(self._happen(view, event)))
+
+    def _events(self, view: RunView) -> list[tuple[str, str | None]]:
+        if view.status in TERMINAL_RUN_STATUSES:
+            return []
+        events = [(outcome, t.id) for t in view.tasks if t.status in IN_FLIGHT
+                  for outcome in (OK, BAD)]
+        if self.with_timeout and view.status is R.RUNNING and not view.timed_out:
+            events.append((TIMEOUT, None))
+        return events
+
+    def _happen(self, view: RunView, event: tuple[str, str | None]) -> RunView:
+        outcome, task_id = event
+        if outcome == TIMEOUT:
+            return replace(view, timed_out=True)
+        [task] = [t for t in view.tasks if t.id == task_id]
+        seq = 1 + max((t.finished_seq or 0 for t in view.tasks), default=0)
+        error = {"type": "http.500", "message": f"{task.step} broke"} if outcome == BAD else None
+        return set_task(view, task.id, f"{task.step}-out", error, seq)
+
+    def _plan(self, view: RunView) -> RunView:
+        actions = next_actions(self.spec, view)
+        assert next_actions(self.spec, view) == actions
+        if view.status in TERMINAL_RUN_STATUSES:
+            assert actions == []
+        self._check_dispatches(view, actions)
+        seq = itertools.count(1 + max((t.finished_seq or 0 for t in view.tasks), default=0))
+        after = apply(view, actions, (f"{len(view.tasks)}.{k}" for k in itertools.count()), seq)
+        assert next_actions(self.spec, after) == []
+        self._check_concurrency(after)
+        return after
+
+    def _stopped(self, view: RunView) -> bool:
+        """Whether the run has a reason to stop dispatching main steps."""
+        return view.timed_out or any(
+            t.kind == STEP and t.status is T.FAILED and not self.spec.step(t.step).allow_failure
+            for t in view.tasks
+        )
+
+    def _check_dispatches(self, view: RunView, actions: list[Action]) -> None:
+        tasks = {(t.kind, t.step, t.item): t for t in view.tasks}
+        in_flight_comps = sum(1 for t in view.tasks if t.kind == COMPENSATION and t.status in IN_FLIGHT)
+        for a in actions:
+            if isinstance(a, Dispatch) and a.kind == STEP:
+                assert not self._stopped(view), "dispatched after the run failed"
+                for dep in self.spec.step(a.step).depends_on:
+                    self._check_done(dep, [t for k, t in tasks.items() if k[:2] == (STEP, dep)])
+            if isinstance(a, Dispatch) and a.kind == COMPENSATION:
+                in_flight_comps += 1
+                assert in_flight_comps == 1, "two compensations at once"
+                assert not any(t.kind == STEP and t.status in IN_FLIGHT for t in view.tasks)
+            if isinstance(a, (Dispatch, Record)):
+                tasks[(a.kind, a.step, a.item)] = TaskView(
+                    "x", a.kind, a.step, a.item, a.status if isinstance(a, Record) else T.PENDING)
+
+    def _check_done(self, dep: str, dep_tasks: list[TaskView]) -> None:
+        assert dep_tasks, f"dispatched before {dep} started"
+        allowed = self.spec.step(dep).allow_failure
+        for t in dep_tasks:
+            assert t.status in (T.COMPLETED, T.SKIPPED) or (t.status is T.FAILED and allowed), (
+                f"dispatched before {dep} was done")
+        if self.items is not None and self.spec.step(dep).for_each is not None:
+            assert len(dep_tasks) == max(self.items, 1), f"dispatched before every {dep} item ran"
+
+    def _check_concurrency(self, view: RunView) -> None:
+        for s in self.spec.steps:
+            if s.for_each is not None and s.for_each.concurrency is not None:
+                running = sum(1 for t in view.tasks
+                              if (t.kind, t.step) == (STEP, s.name) and t.status in IN_FLIGHT)
+                assert running <= s.for_each.concurrency["value"]
+
+    def _check_leaf(self, view: RunView) -> None:
+        self.leaves += 1
+        assert view.status in TERMINAL_RUN_STATUSES, f"stuck in {view.status}: {view.tasks}"
+        assert not any(t.status in IN_FLIGHT for t in view.tasks)
+        main = [t for t in view.tasks if t.kind == STEP]
+        comps = sorted((t for t in view.tasks if t.kind == COMPENSATION),
+                       key=lambda t: t.finished_seq or 0)
+        handlers = [t for t in view.tasks if t.kind == ON_FAILURE]
+        all_ran = {t.step for t in main} == {s.name for s in self.spec.steps}
+        failed = self._stopped(view) and not (
+            all_ran and all(t.status is not T.FAILED or self.spec.step(t.step).allow_failure
+                            for t in main)
+        )
+        if not failed:
+            assert view.status is R.COMPLETED
+            assert comps == [] and handlers == []
+            return
+        # Exactly the completed steps with an undo action, latest completion first
+        undoable = sorted(
+            (t for t in main if t.status in (T.COMPLETED, T.COMPENSATED)
+             and self.spec.step(t.step).compensate is not None
+             and not (self.spec.step(t.step).for_each and t.item is None)),
+            key=lambda t: t.finished_seq or 0, reverse=True,
+        )
+        assert [(t.step, t.item) for t in comps] == [(t.step, t.item) for t in undoable]
+        for target, comp in zip(undoable, comps):
+            assert (target.status is T.COMPENSATED) == (comp.status is T.COMPLETED)
+        assert len(handlers) == len(self.spec.on_failure)
+        if not comps:
+            assert view.status is R.FAILED
+        elif any(c.status is T.FAILED for c in comps):
+            assert view.status is R.COMPENSATION_FAILED
+        else:
+            assert view.status is R.COMPENSATED
+        assert view.error is not None and view.error["type"] in ("http.500", "timeout")
+
+
+FLAG_CHOICES = ("", "c", "a", "ca")
+
+
+def test_exhaustive_small_dags_every_result_order() -> None:
+    # Given every DAG of up to 4 steps, with every step compensable, and one on-failure handler
+    # When every task completes or fails, in every order, and the run may time out at any point
+    # Then the invariants of Explorer hold in every state
+    dags = states = leaves = 0
+    for n, edges in all_dags(4):
+        explorer = Explorer(dag_spec(n, edges, ("c",) * n, on_failure=True), with_timeout=True)
+        explorer.explore()
+        dags += 1
+        states += len(explorer.seen)
+        leaves += explorer.leaves
+    assert dags == 1 + 2 + 8 + 64
+    print(f"{dags} DAGs, {states} states, {leaves} end states")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_exhaustive_small_dags_every_flag_combination(n: int) -> None:
+    # Every DAG of n steps, every mix of compensate / allow_failure per step, with and without an
+    # on-failure handler; results in every order (the timeout is covered by the test above)
+    count = 0
+    for size, edges in all_dags(n):
+        if size != n:
+            continue
+        for flags in itertools.product(FLAG_CHOICES, repeat=n):
+            for handler in (False, True):
+                Explorer(dag_spec(n, edges, flags, handler), with_timeout=False).explore()
+                count += 1
+    assert count == (1 << (n * (n - 1) // 2)) * len(FLAG_CHOICES) ** n * 2
+
+
+@pytest.mark.parametrize("items", [0, 1, 2, 3])
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+@pytest.mark.parametrize("allow_failure", [False, True])
+def test_exhaustive_fan_out_every_result_order(items: int, concurrency: int, allow_failure: bool) -> None:
+    # Given pre -> reserve[x items] -> ship, all compensable, with an on-failure handler
+    fan = ForEach(var="x", items=ref("params", "xs"), concurrency=lit(concurrency))
+    spec = workflow(
+        step("pre", compensate=UNDO),
+        step("reserve", "pre", config={"x": ref("x")}, for_each=fan, compensate=UNDO,
+             allow_failure=allow_failure),
+        step("ship", "reserve", compensate=UNDO),
+        on_failure=(step("alert"),), timeout=10.0,
+    )
+    # When every task (item, compensation, handler) completes or fails in every order, and the
+    # run may time out at any point
+    explorer = Explorer(spec, with_timeout=True, items=items)
+    explorer.explore({"xs": list(range(items))})
+    # Then the invariants hold, including "never more than `concurrency` items in flight"
+    assert explorer.leaves > 0
