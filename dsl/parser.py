@@ -6,6 +6,7 @@ could build plus every diagnostic, re-parsing from the next top-level declaratio
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,11 @@ def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -
         except FlowLimitError as exc:
             return ast.File(filename, version, tuple(lets), tuple(workflows)), diags + exc.diagnostics
         except FlowError as exc:
-            diags.extend(exc.diagnostics)
+            if end < len(source):  # the chunk stops where the next declaration starts, not at the end of file
+                diags.extend(dataclasses.replace(d, message=d.message.replace("end of file", "end of the declaration"))
+                             for d in exc.diagnostics)
+            else:
+                diags.extend(exc.diagnostics)
         else:
             version = version if part.version is None else part.version
             lets.extend(part.lets)

@@ -106,7 +106,8 @@ def test_recovers_to_report_errors_in_several_declarations():
     source = "let a = \nlet b = 1\nworkflow w( {\n}\nlet c = 2\n"
     tree, diags = parse_partial(source, "t.flow")
     assert [d.span.line for d in diags] == [1, 3]
-    assert [l.name for l in tree.lets] == ["c"]
+    assert "end of the declaration" in diags[0].message
+    assert [l.name for l in tree.lets] == ["b", "c"]
 
 
 @pytest.mark.parametrize("source", [
