@@ -77,5 +77,10 @@ def graph(file: str, name: str | None, fmt: str) -> None:
     click.echo(graph_module.render(spec, fmt))
 
 
+from engine import cli_schedules  # noqa: E402  (registers `flow scheduler` and `flow schedules`)
+
+cli_schedules.register(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
