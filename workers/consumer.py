@@ -145,13 +145,14 @@ class Worker:
     def _consume(self, connection: kombu.Connection) -> None:
         channel = connection.channel()
         quorum = self.settings.quorum_queues
-        for entity in (
+        entities: tuple[kombu.Exchange | kombu.Queue, ...] = (
             contracts.task_exchange(),
             contracts.dead_letter_exchange(),
             contracts.dead_letter_queue(quorum),
             contracts.results_queue(quorum),
             *(contracts.task_queue(t, quorum=quorum) for t in self.task_types),
-        ):
+        )
+        for entity in entities:
             entity.bind(channel).declare()
         self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
         self._received.clear()
@@ -308,7 +309,7 @@ class _Secrets(dict[str, str]):
     would otherwise surface later as a confusing 401 from some API.
     """
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         if key not in self:
             raise evaluator.EvaluationError(
                 f"secret {key!r} is not configured; set FLOW_SECRET_{key} in the worker's environment"
