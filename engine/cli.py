@@ -82,5 +82,10 @@ from engine import cli_schedules  # noqa: E402  (registers `flow scheduler` and 
 cli_schedules.register(main)
 
 
+from engine import cli_runtime  # noqa: E402  (registers db, deploy, run, coordinator, up, worker)
+
+cli_runtime.register(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

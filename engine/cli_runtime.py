@@ -310,6 +310,14 @@ class _Progress:
         click.echo(f"{stamp}  {text}", err=self.err)
 
 
+def _step_states(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each step of the run document, then its compensation when one ran."""
+    for step in document.get("steps") or []:
+        yield step
+        if step.get("compensation"):
+            yield {**step["compensation"], "name": step.get("name"), "kind": "compensation"}
+
+
 def _step_key(step: dict[str, Any]) -> tuple[Any, ...]:
     return (step.get("name"), step.get("item"), step.get("kind"))
 
@@ -335,7 +343,7 @@ def _follow(store: Any, run_id: Any, echo: _Progress, timeout: float | None, *, 
         if document.get("status") != run_status:
             run_status = document.get("status")
             echo.line(f"run {run_status}", run_status)
-        for step in document.get("steps") or []:
+        for step in _step_states(document):
             key = _step_key(step)
             state = (step.get("status"), step.get("attempts"))
             if seen.get(key) == state:
