@@ -34,7 +34,7 @@ def compile_params(params: tuple[ast.Param, ...], diags: list[Diagnostic]) -> tu
                 diags.append(error("E304", f"the default of `{p.name}` must be a constant", p.default.loc))
                 default = None
             elif type_ok and not value_matches(default, type_text):
-                diags.append(error("E304", f"default of `{p.name}` is not a `{type_text}`: {_show(default)}", p.default.loc,
+                diags.append(error("E304", f"default of `{p.name}` is not of type `{type_text}`: {_show(default)}", p.default.loc,
                                    *(("help: only a nullable type (`T?`) accepts `null`",) if default is None else ())))
         result.append(Param(p.name, type_text, default, has_default))
     return tuple(result)
@@ -137,4 +137,4 @@ def _check_params(s: ast.Schedule, given: object, params: tuple[Param, ...], dia
         if name not in by_name:
             diags.append(error("E307", f"schedule gives unknown parameter `{name}`", where, *did_you_mean(name, by_name)))
         elif not value_matches(value, by_name[name].type):
-            diags.append(error("E304", f"schedule parameter `{name}` is not a `{by_name[name].type}`: {_show(value)}", where))
+            diags.append(error("E304", f"schedule parameter `{name}` is not of type `{by_name[name].type}`: {_show(value)}", where))
