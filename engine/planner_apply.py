@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from engine.planner_types import Action, Dispatch, MarkCompensated, Record, RunView, SetRunStatus, TaskView
+from engine.planner_types import (
+    Action,
+    Dispatch,
+    MarkCompensated,
+    Record,
+    RunView,
+    SetRunStatus,
+    TaskView,
+)
 from engine.states import TaskStatus
 
 
@@ -30,7 +38,9 @@ def apply_actions(run: RunView, actions: Iterable[Action]) -> RunView:
     for action in actions:
         if isinstance(action, Dispatch):
             task_id = planned_task_id(action.kind, action.step, action.item)
-            tasks.append(TaskView(task_id, action.kind, action.step, action.item, TaskStatus.PENDING))
+            tasks.append(
+                TaskView(task_id, action.kind, action.step, action.item, TaskStatus.PENDING)
+            )
         elif isinstance(action, Record):
             task_id = planned_task_id(action.kind, action.step, action.item)
             tasks.append(

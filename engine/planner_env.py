@@ -51,9 +51,9 @@ class StepState:
         return self.status in IN_FLIGHT
 
     def satisfies(self, step: StepSpec, tolerant: bool = False) -> bool:
-        """Whether a step depending on this one (``step``) may start.
+        """Whether this step, whose spec is ``step``, lets the steps depending on it start.
 
-        ``tolerant``: the dependent is an ``on failure`` step, for which a failed dependency is fine.
+        ``tolerant``: the dependents are ``on failure`` steps, which run after failures anyway.
         """
         if self.status in SUCCEEDED or self.status is T.SKIPPED:
             return True
