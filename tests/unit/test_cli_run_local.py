@@ -1,0 +1,96 @@
+"""``flow run --local`` on the embedded default: SQLite in a temporary directory, the in-memory broker,
+a coordinator and workers in threads of the same process. Nothing to install, nothing to start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+DOUBLE = """
+flow 1
+workflow double(items: list<int> = [1, 2, 3], label: string = "x") {
+  step start: noop { output: { label: params.label } }
+  step doubled: transform { input: params.items, map: item * 2 }
+  step tripled: transform { input: steps.doubled.output, map: string(item) + steps.start.output.label }
+  output { doubled: steps.doubled.output, label: steps.start.output.label }
+}
+"""
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A shell with nothing configured: the embedded default, its data directory in ``tmp_path``."""
+    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST", "FLOW_FAULT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "double.flow").write_text(DOUBLE)
+    return tmp_path
+
+
+def flow(*args: str) -> "CliRunner.invoke":
+    from engine.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_run_local_completes_and_prints_the_run_document(embedded: Path) -> None:
+    result = flow("run", "double.flow", "--local", "--json", "-p", "items=[5, 6]", "-p", "label=hi",
+                  "--timeout", "60")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["workflow"] == "double"
+    assert document["status"] == "completed"
+    assert document["params"] == {"items": [5, 6], "label": "hi"}
+    assert document["output"] == {"doubled": [10, 12], "label": "hi"}
+    steps = {s["name"]: s for s in document["steps"]}
+    assert {name: s["status"] for name, s in steps.items()} == {
+        "start": "completed", "doubled": "completed", "tripled": "completed"}
+    assert steps["doubled"]["output"] == [10, 12]
+    assert all(s["attempts"] == 1 for s in steps.values())
+    assert set(document) >= {"id", "workflow", "version", "status", "params", "output", "error", "steps"}
+    assert (embedded / "data" / "flow.db").exists()
+
+
+def test_run_on_the_embedded_default_is_local_and_prints_progress(embedded: Path) -> None:
+    result = flow("run", "double.flow", "--timeout", "60")
+
+    assert result.exit_code == 0, result.output
+    assert "in this process" in result.output
+    for line in ("start", "doubled", "tripled"):
+        assert line in result.output
+    assert "completed" in result.output
+
+
+def test_run_exits_1_when_the_run_fails(embedded: Path) -> None:
+    # a number times a string is an error: the transform fails for good (invalid input, no retry)
+    (embedded / "broken.flow").write_text(
+        'flow 1\nworkflow broken(x: any = "a") {\n  step bad: transform { input: [1], map: item * params.x }\n}\n')
+
+    result = flow("run", "broken.flow", "--local", "--json", "--timeout", "60")
+
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert document["status"] == "failed"
+    assert [(s["name"], s["status"]) for s in document["steps"]] == [("bad", "failed")]
+
+
+def test_run_rejects_params_that_do_not_fit(embedded: Path) -> None:
+    result = flow("run", "double.flow", "--local", "-p", 'items=["a"]')
+
+    assert result.exit_code == 1
+    assert "items" in result.output and "expected int" in result.output
+
+
+def test_run_reports_compile_errors_like_check(embedded: Path) -> None:
+    (embedded / "bad.flow").write_text("flow 1\nworkflow w() {\n  step a: nosuchtype { }\n}\n")
+
+    result = flow("run", "bad.flow", "--local")
+
+    assert result.exit_code == 1
+    assert "bad.flow:3:" in result.output
