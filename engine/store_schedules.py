@@ -15,6 +15,7 @@ launches run, and a compare-and-set on ``last_fire_at`` records the result.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
 from engine import schedules as timing_rules
+from engine.errors import EngineError
 from engine.models import Schedule, ScheduleFire
 from engine.schedules import ScheduleError, Timing
 
@@ -351,9 +352,9 @@ class ScheduleStore:
                 row["workflow_name"], dict(row["params"] or {}), idempotency_key=key, scheduled_at=fire
             )
             return _Launch(run_id=run_id)
-        except (SQLAlchemyError, OSError):
-            raise  # the database or network is at fault: roll back, the next pass retries
-        except Exception as exc:  # the launch refused this fire for good (unknown workflow, bad params)
+        except EngineError as exc:
+            # Refused for good (workflow gone, params no longer valid): record it, fire the next
+            # ones. Anything else (the database is down) rolls back and the next pass retries.
             return _Launch(error=f"{type(exc).__name__}: {exc}")
 
     def _record(
@@ -396,6 +397,9 @@ class StoreLauncher:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        # The seed's standalone tasks may be created without a key by older stores; then a
+        # scheduler killed between creating the task and recording the fire can start it twice.
+        self._task_keys = "idempotency_key" in inspect.signature(store.create_task).parameters
 
     def start_run(
         self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime
@@ -406,7 +410,9 @@ class StoreLauncher:
     def create_task(
         self, task_type: str, payload: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime
     ) -> str:
-        return str(self.store.create_task(task_type, payload, idempotency_key=idempotency_key))
+        if self._task_keys:
+            return str(self.store.create_task(task_type, payload, idempotency_key=idempotency_key))
+        return str(self.store.create_task(task_type, payload))
 
 
 def sync_workflow_schedules(
@@ -417,16 +423,17 @@ def sync_workflow_schedules(
 
 
 def deploy_with_schedules(
-    store: Any, source: str, filename: str, schedule_store: ScheduleStore | None = None
+    store: Any, source: str, filename: str, schedule_store: ScheduleStore | None = None,
+    *, clock: Callable[[], float] = time.time,
 ) -> list[Any]:
     """Deploy ``source`` with ``store.deploy``, then register the schedules of each new version.
 
     A redeploy of an unchanged source registers nothing, so a schedule deleted by hand stays
     deleted until its workflow's source changes. Without ``schedule_store`` one is built on
-    ``store.engine`` and ``store.clock``.
+    ``store.engine`` and ``clock``.
     """
     if schedule_store is None:
-        schedule_store = ScheduleStore(store.engine, StoreLauncher(store), clock=store.clock)
+        schedule_store = ScheduleStore(store.engine, StoreLauncher(store), clock=clock)
     deployed = store.deploy(source, filename)
     for item in deployed:
         if getattr(item, "created", True):

@@ -199,3 +199,53 @@ def test_two_schedulers_one_killed_repeatedly_fire_each_time_exactly_once(pg) ->
     assert len(launch_rows) == len(fired)  # one run or task per fire time
     assert all(r.status == "fired" and (r.run_id or r.task_id) for r in fire_rows)
     assert {r.schedule_id for r in fire_rows if r.task_id} == {ids[-1]}
+
+
+SOURCE = '''
+workflow nightly(x: string = "a") {
+  schedule every 1m { params: { x: "b" } }
+  schedule cron "30 2 * * *" { timezone: "Europe/Berlin" }
+  step a: noop {}
+}
+'''
+
+
+def test_deployed_schedules_start_runs_of_the_store_once_per_fire_time(pg) -> None:
+    from engine.store import Store
+    from engine.store_schedules import StoreLauncher, deploy_with_schedules
+
+    engine, _url, _schema = pg
+    now = [datetime(2026, 3, 28, 23, 0, tzinfo=timezone.utc).timestamp()]  # an injected clock
+    store = Store(engine, clock=lambda: now[0])
+    schedules = ScheduleStore(engine, StoreLauncher(store), clock=lambda: now[0])
+
+    # Given: a deployed workflow with two schedules, and a seed-style recurring task
+    deploy_with_schedules(store, SOURCE, "nightly.flow", schedules)
+    task_schedule = schedules.create_recurring_task("noop", {"n": 1}, "0 * * * *", "Europe/Berlin")
+    assert len(schedules.list_schedules()) == 3
+
+    # When: the clock moves past the Berlin spring-forward and the scheduler fires twice
+    now[0] += 2.5 * 3600  # 01:30 UTC; the window reaches back to 00:30 UTC
+    first = schedules.fire_due(limit=1000)
+    second = schedules.fire_due(limit=1000)
+
+    # Then: the every-minute schedule fired 61 times (00:30 to 01:30, the window's edge included;
+    # 23:01 to 00:29 missed), the
+    # 02:30 cron once at 03:00 CEST (01:00 UTC), the hourly task at 01:00 UTC (02:00 and 03:00
+    # local are one instant) while its 00:00 UTC fire is older than the window: missed
+    assert (first.fired, first.missed, second.fired, second.duplicates) == (61 + 1 + 1, 89 + 1, 0, 0)
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT idempotency_key, scheduled_at, params FROM runs")).all()
+        tasks = conn.execute(text("SELECT idempotency_key FROM tasks WHERE kind = 'standalone'")).all()
+    assert len(runs) == 62 and len({r.idempotency_key for r in runs}) == 62
+    assert all(r.idempotency_key.startswith("schedule:") for r in runs)
+    assert datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc) in {r.scheduled_at for r in runs}
+    assert len(tasks) == 1
+    assert [f["status"] for f in schedules.fires(task_schedule)] == ["fired", "missed"]
+
+    # When: the source is redeployed without the cron schedule
+    deploy_with_schedules(store, SOURCE.replace('schedule cron "30 2 * * *" { timezone: "Europe/Berlin" }', ""),
+                          "nightly.flow", schedules)
+    # Then: the every schedule keeps its identity and history, the cron one is gone
+    names = sorted(i.name for i in schedules.list_schedules())
+    assert names[0].startswith("nightly: every") and len(names) == 2
