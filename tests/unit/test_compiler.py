@@ -1,0 +1,313 @@
+"""The compiler: semantic checks and lowering to WorkflowSpec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dsl
+from dsl.spec import Retry, WorkflowSpec
+
+REFERENCE = Path("/work/shared/flow-language.md")
+
+
+def reference_example() -> str:
+    # Section 1 of the language reference, copied so the test does not depend on a file outside the repo.
+    return EXAMPLE
+
+
+def compile_ok(source: str) -> dsl.CompileResult:
+    result = dsl.compile_source(source, "t.flow")
+    assert result.ok, result.render()
+    return result
+
+
+def codes(source: str) -> list[str]:
+    return [d.code for d in dsl.compile_source(source, "t.flow").diagnostics]
+
+
+def test_reference_example_compiles_without_errors():
+    result = compile_ok(EXAMPLE)
+    assert {d.code for d in result.diagnostics} <= {"W503"}  # POSTs with retries and no Idempotency-Key
+    spec = result.spec("order_saga")
+    assert [s.name for s in spec.steps] == ["validate", "review", "charge", "reserve", "ship", "totals"]
+    assert spec.step("charge").depends_on == ("review", "validate")
+    assert spec.step("ship").depends_on == ("charge", "reserve")
+    assert spec.step("reserve").for_each.var == "line"
+    assert spec.step("reserve").retry == Retry(5, 1.0, 2.0, 30.0, True, ("timeout", "network", "http.5xx", "http.429"))
+    assert spec.step("validate").timeout == 15.0 and spec.timeout == 1800.0
+    assert spec.step("validate").compensate.none_reason == "read-only call"
+    assert spec.step("charge").compensate.task_type == "http_request"
+    assert [s.name for s in spec.on_failure] == ["alert"]
+    assert spec.step("totals").task_type == "data_processing"
+    assert [l.name for l in spec.lets] == ["payments", "transient"]
+    assert spec.schedules[0].timezone == "Europe/Berlin" and spec.schedules[0].params["order_id"] == "canary"
+    assert [(p.name, p.type, p.has_default) for p in spec.params][:2] == [("order_id", "string", False), ("items", "list<object>", False)]
+    assert WorkflowSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_reference_file_example_is_the_same_as_ours():
+    if not REFERENCE.exists():
+        pytest.skip("reference not available")
+    assert REFERENCE.read_text().split("```")[1].strip() == EXAMPLE.strip()
+
+
+def test_expressions_lower_to_spec_trees():
+    spec = compile_ok('workflow w(n: int) { step a: noop { output: { x: params.n + 1, y: [1, 2], z: "a${params.n}" } } }').spec("w")
+    out = spec.step("a").config["output"]
+    assert out["op"] == "object"
+    entries = dict(out["entries"])
+    assert entries["x"] == {"op": "binary", "operator": "+", "left": {"op": "get", "obj": {"op": "name", "name": "params"}, "key": "n"},
+                            "right": {"op": "lit", "value": 1}}
+    assert entries["y"] == {"op": "lit", "value": [1, 2]}
+    assert entries["z"] == {"op": "interp", "parts": ["a", {"op": "get", "obj": {"op": "name", "name": "params"}, "key": "n"}]}
+
+
+def test_constant_folding_of_nested_literals_and_negative_numbers():
+    spec = compile_ok("workflow w() { step a: noop { output: { a: [1, { b: -2 }], c: null } } }").spec("w")
+    assert spec.step("a").config["output"] == {"op": "lit", "value": {"a": [1, {"b": -2}], "c": None}}
+
+
+def test_data_operations_lower_to_lambdas():
+    spec = compile_ok("""workflow w(xs: list<object>) {
+      step t: transform { input: params.xs, map: item.x * 2 }
+      step f: filter { input: steps.t.output, where: item > 1 }
+      step s: sort { input: steps.f.output, by: item }
+    }""").spec("w")
+    assert spec.step("t").config["map"]["op"] == "lambda"
+    assert spec.step("f").config["where"] == {"op": "lambda", "param": "item", "body": {
+        "op": "binary", "operator": ">", "left": {"op": "name", "name": "item"}, "right": {"op": "lit", "value": 1}}}
+    assert spec.step("s").config["by"]["op"] == "lambda"
+    assert [s.name for s in spec.steps] == ["t", "f", "s"]
+
+
+def test_topological_order_ties_in_source_order_and_on_failure_apart():
+    spec = compile_ok("""workflow w() {
+      step c: noop { after b }
+      step a: noop {}
+      step b: noop {}
+      on failure { step z: noop { after y } step y: noop {} }
+    }""").spec("w")
+    assert [s.name for s in spec.steps] == ["a", "b", "c"]
+    assert [s.name for s in spec.on_failure] == ["y", "z"]
+
+
+def test_retry_forms_and_defaults():
+    spec = compile_ok("""let quick = { attempts: 2, delay: 250ms }
+    workflow w() {
+      defaults { retry quick timeout 10s }
+      step a: noop {}
+      step b: noop { retry 1 }
+      step c: noop { retry { attempts: 4, max_delay: 1m } timeout 1h30m }
+    }""").spec("w")
+    assert spec.step("a").retry == Retry(attempts=2, delay=0.25) and spec.step("a").timeout == 10.0
+    assert spec.step("b").retry == Retry(attempts=1)
+    assert spec.step("c").retry == Retry(attempts=4, max_delay=60.0) and spec.step("c").timeout == 5400.0
+
+
+def test_language_default_retry_without_clause():
+    assert compile_ok("workflow w() { step a: noop {} }").spec("w").step("a").retry == Retry()
+
+
+def test_params_defaults_and_types():
+    spec = compile_ok('workflow w(a: float = 1, b: string? = null, c: list<int> = [1, 2], d: any = { x: 1 }) {}').spec("w")
+    assert [(p.type, p.default) for p in spec.params] == [("float", 1), ("string?", None), ("list<int>", [1, 2]), ("any", {"x": 1})]
+
+
+@pytest.mark.parametrize("params, code", [
+    ("a: int = 1.5", "E304"), ("a: string = null", "E304"), ("a: list<int> = [\"x\"]", "E304"),
+    ("a: strng", "E314"), ("a: list", "E314"), ("a: int, a: int", "E209"),
+])
+def test_param_errors(params, code):
+    assert code in codes(f"workflow w({params}) {{}}")
+
+
+def test_plugin_types_accept_any_config():
+    spec = compile_ok('workflow w() { step e: acme.email { to: "x", anything: 1 } }').spec("w")
+    assert spec.step("e").task_type == "acme.email"
+
+
+@pytest.mark.parametrize("body, code", [
+    ("step a: noop { retry { attempts: 0 } }", "E312"),
+    ("step a: noop { retry { tries: 3 } }", "E312"),
+    ("step a: noop { retry nope }", "E315"),
+    ("step a: noop { timeout \"x\" }", "E316"),
+    ("step a: noop { when 1 + 2 }", "E305"),
+    ("step a: noop { when [true] }", "E305"),
+    ("step a: noop { when \"${true}\" }", "E305"),
+    ("step a: noop { output: nope(1) }", "E210"),
+    ("step a: noop { output: steps.a.output }", "E401"),
+    ("step a: noop { output: steps.b.nope } step b: noop {}", "E211"),
+    ("step a: noop { output: workflow.nope }", "E211"),
+    ("step a: noop { output: params.nope }", "E204"),
+    ("step a: noop { after a }", "E401"),
+    ("step a: noop { when true when true }", "E313"),
+    ("step a: noop { output: 1 output: 2 }", "E313"),
+    ("step a: transform { input: [1] }", "E303"),
+    ("step a: http { url: \"u\" when: true }", "E302"),
+    ("schedule every \"x\"", "E316"),
+    ("schedule at \"yesterday\"", "E318"),
+    ("schedule cron \"* * * * *\" { params: { zz: 1 } }", "E307"),
+    ("schedule cron \"* * * * *\" { tz: \"UTC\" }", "E317"),
+    ("defaults { when true }", "E317"),
+    ("step a: noop { compensate noop { when true } }", "E317"),
+])
+def test_semantic_errors(body, code):
+    assert code in codes(f"workflow w() {{ {body} }}")
+
+
+def test_cycle_through_step_references_is_reported_as_a_path():
+    result = dsl.compile_source("""workflow w() {
+      step a: noop { output: steps.c.output }
+      step b: noop { after a }
+      step c: noop { after b }
+    }""", "t.flow")
+    assert [d.message for d in result.errors] == ["dependency cycle: a -> c -> b -> a"]
+
+
+def test_compensate_references_are_not_dependencies_and_self_is_allowed():
+    spec = compile_ok("""workflow w() {
+      step a: http { method: "POST", url: "u", compensate http { method: "DELETE", url: "${self.output.id}${steps.b.status}" } }
+      step b: noop { after a }
+    }""").spec("w")
+    assert spec.step("a").depends_on == ()
+
+
+def test_error_is_allowed_in_on_failure_steps():
+    compile_ok('workflow w() { on failure { step x: noop { output: "${error.step}: ${error.message}" } } }')
+
+
+def test_loop_variable_in_where_and_body_but_not_in_items():
+    compile_ok("workflow w(xs: list<int>) { step a: noop { for each x in params.xs where x > 0 concurrency 2 output: x } }")
+    assert "E207" in codes("workflow w() { step a: noop { for each x in x } }")
+
+
+def test_warnings_do_not_block_compilation():
+    result = dsl.compile_source("workflow w() {\n  step a: noop { when false }\n  step b: noop { after a }\n}\n", "t.flow")
+    assert result.ok and [d.code for d in result.diagnostics] == ["W501", "W501"]
+    assert result.spec("w")
+
+
+def test_nullable_output_guarded_by_coalesce_is_fine():
+    result = compile_ok("workflow w() { step a: noop { allow_failure } step b: noop { output: steps.a.output.x ?? 0 } }")
+    assert result.diagnostics == []
+
+
+def test_idempotency_key_header_silences_w503():
+    result = compile_ok('workflow w() { step a: http { method: "POST", url: "u", headers: { "Idempotency-Key": "k" }, compensate none "x" } }')
+    assert result.diagnostics == []
+
+
+def test_get_steps_need_no_compensation():
+    assert compile_ok('workflow w() { step a: http { url: "u" } }').diagnostics == []
+
+
+def test_workflow_with_errors_yields_no_spec_but_others_do():
+    result = dsl.compile_source("workflow bad() { step a: htp {} }\nworkflow good() { step a: noop {} }", "t.flow")
+    assert [s.name for s in result.specs] == ["good"]
+    with pytest.raises(KeyError):
+        result.spec("bad")
+
+
+def test_too_many_steps():
+    steps = " ".join(f"step s{i}: noop {{}}" for i in range(1001))
+    assert codes(f"workflow w() {{ {steps} }}") == ["E112"]
+
+
+def test_invalid_utf8_bytes_become_a_diagnostic():
+    result = dsl.compile_source(b"let x = \"\xff\"", "t.flow")
+    assert [d.code for d in result.diagnostics] == ["E113"]
+
+
+def test_oversized_source_becomes_a_diagnostic():
+    assert [d.code for d in dsl.compile_source("#" * (300 * 1024)).diagnostics] == ["E110"]
+
+
+def test_raise_for_errors_uses_the_error_tree():
+    with pytest.raises(dsl.FlowSyntaxError):
+        dsl.compile_source("let x = ").raise_for_errors()
+    with pytest.raises(dsl.FlowSemanticError):
+        dsl.compile_source("workflow w() { step a: htp {} }").raise_for_errors()
+
+
+EXAMPLE = '''
+flow 1
+
+let payments  = "https://payments.example/v1"
+let transient = { attempts: 5, delay: 1s, backoff: 2.0, max_delay: 30s, jitter: true,
+                  errors: ["timeout", "network", "http.5xx", "http.429"] }
+
+workflow order_saga(
+  order_id: string,
+  items: list<object>,                 # [{sku, qty}]
+  currency: string = "EUR",
+  review_threshold: float = 1000.0,
+) {
+  doc "Validate, charge and reserve in parallel, ship, notify. Failures roll back."
+  timeout 30m                                   # the whole run
+  defaults { timeout 15s  retry transient }     # every step, unless it says otherwise
+
+  schedule cron "0 3 * * *" {
+    timezone: "Europe/Berlin",
+    params: { order_id: "canary", items: [{ sku: "TEST-1", qty: 1 }] },
+  }
+
+  step validate: http {
+    method: "POST"
+    url: "https://orders.example/v1/orders/${params.order_id}/validate"
+    body: { items: params.items, currency: params.currency }
+    compensate none "read-only call"
+  }
+
+  step review: http {
+    when steps.validate.output.body.total > params.review_threshold
+    method: "POST"
+    url: "https://risk.example/v1/reviews"
+    body: { order_id: params.order_id }
+    compensate none "advisory"
+  }
+
+  step charge: http {
+    after review
+    method: "POST"
+    url: "${payments}/charges"
+    body: { amount: steps.validate.output.body.total, currency: params.currency }
+    compensate http {
+      method: "POST"
+      url: "${payments}/refunds"
+      body: { charge_id: self.output.body.id }
+    }
+  }
+
+  step reserve: http {
+    after review
+    for each line in params.items where line.qty > 0 concurrency 5
+    method: "POST"
+    url: "https://stock.example/v1/reservations"
+    body: { sku: line.sku, qty: line.qty }
+    compensate http { method: "DELETE", url: "https://stock.example/v1/reservations/${self.output.body.id}" }
+  }
+
+  step ship: http {
+    method: "POST"
+    url: "https://ship.example/v1/shipments"
+    body: { charge: steps.charge.output.body.id, lines: len(steps.reserve.output) }
+    compensate none "last critical step"
+  }
+
+  step totals: aggregate {
+    input: params.items
+    group_by: ["sku"]
+    metrics: { qty: "sum(qty)" }
+  }
+
+  on failure {
+    step alert: http { method: "POST", url: "https://chat.example/hooks/orders",
+                       body: { text: "order ${params.order_id} failed in ${error.step}: ${error.message}" } }
+  }
+
+  output { charge_id: steps.charge.output.body.id, shipped: steps.ship.status == "completed" }
+}
+'''
