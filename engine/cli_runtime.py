@@ -88,8 +88,13 @@ def _deploy_file(store: Any, path: str) -> list[Any]:
         raise SystemExit(1) from None
 
 
-def _parse_params(pairs: Sequence[str], params_json: str | None) -> dict[str, Any]:
-    """``--params-json`` then ``-p key=value`` on top; values parse as JSON when they can."""
+def _parse_params(pairs: Sequence[str], params_json: str | None,
+                  text_params: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``--params-json`` then ``-p key=value`` on top; values parse as JSON when they can.
+
+    A param the workflow declares as ``string`` (``text_params``) keeps its text as written, so
+    that ``-p order_id=42`` means the string "42", not a number the type check would refuse.
+    """
     params: dict[str, Any] = {}
     if params_json:
         try:
@@ -103,10 +108,14 @@ def _parse_params(pairs: Sequence[str], params_json: str | None) -> dict[str, An
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. -p order_id=42)", param_hint="-p")
+        key = key.strip()
+        if key in text_params and not raw.startswith('"'):
+            params[key] = raw
+            continue
         try:
-            params[key.strip()] = json.loads(raw)
+            params[key] = json.loads(raw)
         except ValueError:
-            params[key.strip()] = raw  # not JSON: the text itself
+            params[key] = raw  # not JSON: the text itself
     return params
 
 
@@ -246,11 +255,12 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     settings = _settings()
     local = local or settings.embedded
     _setup_logging(settings, logging.WARNING)
-    run_params = _parse_params(params, params_json)
+    _parse_params(params, params_json)  # a typo in -p fails before anything is deployed
     store = _open_store(settings)
     deployed = _deploy_file(store, file)
     name = _pick_workflow(deployed, workflow, file)
     version = next(d.version for d in deployed if d.name == name)
+    run_params = _parse_params(params, params_json, _text_params(store, name, version))
 
     threads = _Threads()
     if local:
@@ -274,6 +284,13 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     else:
         _print_summary(document, echo)
     raise SystemExit(0 if document.get("status") == "completed" else 1)
+
+
+def _text_params(store: Any, name: str, version: int) -> frozenset[str]:
+    """The params that ``name`` v``version`` declares as ``string`` (nullable or not)."""
+    spec = store.get_version(name, version).get("spec") or {}
+    return frozenset(p["name"] for p in spec.get("params") or []
+                     if str(p.get("type", "")).rstrip("?") == "string")
 
 
 def _pick_workflow(deployed: Sequence[Any], wanted: str | None, file: str) -> str:
@@ -340,14 +357,11 @@ def _follow(store: Any, run_id: Any, echo: _Progress, timeout: float | None, *, 
     delay = 0.02
     while True:
         document = store.get_run(run_id)
-        if document.get("status") != run_status:
-            run_status = document.get("status")
-            echo.line(f"run {run_status}", run_status)
         for step in _step_states(document):
             key = _step_key(step)
             state = (step.get("status"), step.get("attempts"))
-            if seen.get(key) == state:
-                continue
+            if seen.get(key, ("pending", 0)) == state:
+                continue  # steps start pending: a line for that would only be noise
             seen[key] = state
             status = str(step.get("status"))
             text = f"  {_step_label(step):<24} {status}"
@@ -358,6 +372,9 @@ def _follow(store: Any, run_id: Any, echo: _Progress, timeout: float | None, *, 
                 message = error.get("message") if isinstance(error, dict) else error
                 text += f": {message}"
             echo.line(text, status)
+        if document.get("status") != run_status:
+            run_status = document.get("status")
+            echo.line(f"run {run_status}", run_status)
         if run_status in TERMINAL_RUN:
             return document
         if deadline is not None and time.monotonic() >= deadline:
