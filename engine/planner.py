@@ -178,6 +178,8 @@ class _Pass:
                     continue
                 self.elements[(kind, step.name)] = elements
                 self.states[step.name] = fanout.aggregate(step, items, len(elements))
+        # The cached env was built while the last fan-out was still being derived.
+        self._base_env = None
 
     def _done(self, step: StepSpec, tolerant: bool = False) -> bool:
         state = self.states[step.name]
