@@ -81,7 +81,8 @@ def compile_source(source: str | bytes, filename: str = "<string>") -> CompileRe
     tree, diagnostics = parse_partial(source, filename)
     specs, semantic = compile_ast(tree)
     diagnostics = sorted(diagnostics + semantic, key=lambda d: (d.span.line, d.span.column))
-    return CompileResult(specs if not any(d.is_error for d in diagnostics) else [s for s in specs], diagnostics, source)
+    # A workflow with errors has no spec; the others of the file still compile.
+    return CompileResult(specs, diagnostics, source)
 
 
 def compile_file(path: str | Path) -> CompileResult:

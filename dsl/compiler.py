@@ -68,6 +68,7 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
                            wf.name_loc, "help: split it into subflows"))
         return None
     all_steps = _unique_steps(main + on_failure, diags)
+    kept = {id(s) for s in all_steps}  # identity: dataclass equality would make this quadratic
     loop_vars = {e.var: s.name for s in all_steps for e in s.entries if isinstance(e, ast.ForEach)}
     nullable = frozenset(s.name for s in all_steps if any(isinstance(e, (ast.When, ast.AllowFailure)) for e in s.entries))
     defaults = _defaults(wf, lets, diags)
@@ -76,10 +77,10 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags)
 
     main_names = frozenset(s.name for s in main)
-    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags) for s in main if s in all_steps]
+    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags) for s in main if id(s) in kept]
     failure_names = main_names | {s.name for s in on_failure}
     compiled_failure = [compile_step(s, base(failure_names, True), lets, defaults, diags, side_effects_matter=False)
-                        for s in on_failure if s in all_steps]
+                        for s in on_failure if id(s) in kept]
     steps = _order(compiled, main, diags)
     failure_steps = _order(compiled_failure, on_failure, diags, within=frozenset(s.name for s in on_failure))
     _never_run_warnings(compiled, main, diags)
