@@ -22,7 +22,8 @@ def relay_outbox(
     ``publish`` must return only once the broker has confirmed every message, or raise; when it
     raises, the transaction rolls back, the rows stay, and the exception propagates.
     """
-    with ctx.engine.begin() as conn:
+    # Committed only when something was published: an idle relay polls without writing.
+    with ctx.engine.connect() as conn:
         statement = select(outbox).order_by(outbox.c.id).limit(limit)
         if ctx.is_postgres:
             # Two relays never publish the same rows; a relay never waits for another.
@@ -38,7 +39,9 @@ def relay_outbox(
             for row in conn.execute(statement).mappings()
         ]
         if not messages:
+            conn.rollback()
             return 0
-        publish(messages)
+        publish(messages)  # raises: closing the connection rolls back, the rows stay
         conn.execute(delete(outbox).where(outbox.c.id.in_([m.id for m in messages])))
+        conn.commit()
     return len(messages)
