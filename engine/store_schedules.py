@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, cast
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import schedules as timing_rules
@@ -31,8 +31,11 @@ from engine.models import Schedule, ScheduleFire
 from engine.schedules import ScheduleError, Timing
 
 UTC = timezone.utc
-SCHEDULES = Schedule.__table__
-FIRES = ScheduleFire.__table__
+# Typed as tables: the declarative ``__table__`` is a FromClause to type checkers.
+SCHEDULES = cast(Table, Schedule.__table__)
+FIRES = cast(Table, ScheduleFire.__table__)
+# A row read with ``.mappings()`` (keys are column names) or a dict of column values.
+Row = Mapping[Any, Any]
 
 # How many upcoming fire times ``list_schedules`` shows per schedule.
 UPCOMING = 3
@@ -306,7 +309,7 @@ class ScheduleStore:
             return None
         return self._fire_unlocked(row, now, budget)
 
-    def _fire_unlocked(self, row: Mapping[str, Any], now: datetime, budget: int) -> FireOutcome:
+    def _fire_unlocked(self, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
         launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
         with self.engine.begin() as conn:
@@ -321,7 +324,7 @@ class ScheduleStore:
                 return FireOutcome(duplicates=len(plan.to_fire))
             return self._record(conn, row["id"], plan, launched, now)
 
-    def _fire(self, conn: Connection, row: Mapping[str, Any], now: datetime, budget: int) -> FireOutcome:
+    def _fire(self, conn: Connection, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
         launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
         outcome = self._record(conn, row["id"], plan, launched, now)
@@ -331,7 +334,7 @@ class ScheduleStore:
         )
         return outcome
 
-    def _plan(self, row: Mapping[str, Any], now: datetime, budget: int) -> "_Plan":
+    def _plan(self, row: Row, now: datetime, budget: int) -> "_Plan":
         timing = _timing(row)
         last = _utc(row["last_fire_at"]) if row["last_fire_at"] else None
         to_fire, missed = timing_rules.due_fires(timing, last, now, self.catchup_window, max_fires=budget)
@@ -339,7 +342,7 @@ class ScheduleStore:
         cursor = max(done) if done else (last or timing_rules.start_cursor(timing))
         return _Plan(to_fire, missed, cursor, timing_rules.next_fire(timing, cursor))
 
-    def _launch(self, row: Mapping[str, Any], fire: datetime) -> "_Launch":
+    def _launch(self, row: Row, fire: datetime) -> "_Launch":
         key = f"schedule:{row['id']}:{fire.isoformat()}"
         try:
             if row["task"] is not None:
@@ -457,7 +460,7 @@ def _deployed_schedules(engine: Engine, name: str, version: int) -> tuple[Any, .
 # -- SQL helpers ------------------------------------------------------------------------------------
 
 
-def _claim(conn: Connection, now: datetime, *, skip_locked: bool) -> Mapping[str, Any] | None:
+def _claim(conn: Connection, now: datetime, *, skip_locked: bool) -> Row | None:
     query = (
         select(SCHEDULES)
         .where(SCHEDULES.c.enabled.is_(True), SCHEDULES.c.next_fire_at <= now)
@@ -500,7 +503,7 @@ def _same(column: Any, value: datetime | None) -> Any:
     return column.is_(None) if value is None else column == value
 
 
-def _timing(row: Mapping[str, Any]) -> Timing:
+def _timing(row: Row) -> Timing:
     kind = row["kind"]
     tz = row["timezone"] or "UTC"
     anchor = _utc(row["created_at"])
@@ -512,7 +515,7 @@ def _timing(row: Mapping[str, Any]) -> Timing:
                   catchup=bool(row["catchup"]))
 
 
-def _info(row: Mapping[str, Any]) -> ScheduleInfo:
+def _info(row: Row) -> ScheduleInfo:
     next_fire_at = _utc(row["next_fire_at"]) if row["next_fire_at"] else None
     upcoming: list[datetime] = []
     if next_fire_at is not None:
