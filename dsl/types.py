@@ -24,7 +24,8 @@ STEP_TYPES: dict[str, StepType] = {
     "validate": StepType(_DATA | {"schema", "on_invalid"}, _DATA | {"schema"}),
     "aggregate": StepType(_DATA | {"group_by", "metrics"}, _DATA),
     "batch": StepType(_DATA | {"size"}, _DATA | {"size"}),
-    "sort": StepType(_DATA | {"by", "desc"}, _DATA | {"by"}, frozenset({"by"})),
+    # Without `by`, sort orders the elements themselves (numbers, strings).
+    "sort": StepType(_DATA | {"by", "desc"}, _DATA, frozenset({"by"})),
     "noop": StepType(frozenset({"output"})),
     "sleep": StepType(frozenset({"duration"}), frozenset({"duration"})),
     "approval": StepType(frozenset({"prompt", "timeout"})),
