@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -61,8 +61,21 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: two transactions that read then write can never
-        # both read the same state (SQLite's answer to SELECT ... FOR UPDATE).
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # both read the same state (SQLite's answer to SELECT ... FOR UPDATE). Reads marked
+        # ``read_only`` (see ``read_only``) start a plain deferred transaction and, under WAL,
+        # never wait for the writer.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "flow_read_only"
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reads only (queries): on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def _as_engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:

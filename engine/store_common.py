@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Select, select, text, update
+from sqlalchemy import Connection, Engine, Select, Table, select, text, update
 
 from dsl.spec import Retry, WorkflowSpec
 from engine.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, TaskMessage
@@ -32,12 +32,14 @@ from engine.states import TaskStatus
 
 log = logging.getLogger("flow.store")
 
-runs = Run.__table__
-tasks = Task.__table__
-task_logs = TaskLog.__table__
-outbox = Outbox.__table__
-dead_letters = DeadLetter.__table__
-versions = WorkflowVersion.__table__
+# The store writes through SQLAlchemy Core on the models' tables: batches of plain dicts, no ORM
+# identity map to grow or flush.
+runs = cast(Table, Run.__table__)
+tasks = cast(Table, Task.__table__)
+task_logs = cast(Table, TaskLog.__table__)
+outbox = cast(Table, Outbox.__table__)
+dead_letters = cast(Table, DeadLetter.__table__)
+versions = cast(Table, WorkflowVersion.__table__)
 
 # Statements with ``IN (...)`` are cut into chunks: PostgreSQL and SQLite limit bound parameters.
 CHUNK = 900

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from dsl.spec import WorkflowSpec
+from engine.db import read_only
 from engine.errors import InvalidParams, NotFound
 from engine.planner_types import COMPENSATION, ON_FAILURE, STEP
 from engine.store_common import (
@@ -31,7 +32,7 @@ MAX_PAGE = 500
 
 def get_run(ctx: StoreContext, run_id: str) -> dict[str, Any]:
     """The run document printed by ``flow run --json`` and ``GET /api/runs/<id>``."""
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         run = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         if run is None:
             raise NotFound("run", run_id)
@@ -164,7 +165,7 @@ def list_runs(
             or_(runs.c.created_at < created, and_(runs.c.created_at == created, runs.c.id < last_id))
         )
     statement = statement.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit + 1)
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         rows = conn.execute(statement).mappings().all()
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
@@ -225,7 +226,7 @@ def task_document(row: Any) -> dict[str, Any]:
 
 
 def get_task(ctx: StoreContext, task_id: str) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         row = conn.execute(select(tasks).where(tasks.c.id == task_id)).mappings().first()
     if row is None:
         raise NotFound("task", task_id)
@@ -243,7 +244,7 @@ def get_task_logs(
         statement = statement.where(task_logs.c.task_id == task_id)
     if run_id is not None:
         statement = statement.where(task_logs.c.run_id == run_id)
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         rows = conn.execute(statement).mappings().all()
     return [
         {
@@ -267,7 +268,7 @@ def counts(ctx: StoreContext) -> dict[str, Any]:
     )
     total = dict.fromkeys(COUNTED, 0)
     by_type: dict[str, dict[str, int]] = {}
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         for task_type, status, n in conn.execute(statement):
             if status not in total:
                 continue
@@ -288,7 +289,7 @@ def list_workflows(ctx: StoreContext) -> list[dict[str, Any]]:
         .join(newest, and_(versions.c.name == newest.c.name, versions.c.version == newest.c.version))
         .order_by(versions.c.name)
     )
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         rows = conn.execute(statement).mappings().all()
     return [
         {
@@ -303,7 +304,7 @@ def list_workflows(ctx: StoreContext) -> list[dict[str, Any]]:
 
 
 def get_version(ctx: StoreContext, name: str, version: int | None = None) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         row = find_version(conn, name, version)
         numbers = conn.execute(
             select(versions.c.version).where(versions.c.name == name).order_by(versions.c.version)
@@ -344,12 +345,12 @@ def list_dead_letters(
         statement = statement.where(
             dead_letters.c.requeued_at.is_(None), dead_letters.c.discarded_at.is_(None)
         )
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         return [_dead_letter_document(r) for r in conn.execute(statement).mappings()]
 
 
 def get_dead_letter(ctx: StoreContext, dead_letter_id: str) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
+    with read_only(ctx.engine) as conn:
         row = conn.execute(
             select(dead_letters).where(dead_letters.c.id == dead_letter_id)
         ).mappings().first()

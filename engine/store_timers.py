@@ -97,8 +97,8 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
         writes = Writes()
         failed = 0
         touched: set[str] = set()
-        for row in conn.execute(statement).mappings().all():
-            row = dict(row)
+        for found in conn.execute(statement).mappings().all():
+            row = dict(found)
             lease = row["timeout"] or ctx.lease_seconds
             failure = Failure(
                 "timeout",

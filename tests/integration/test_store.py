@@ -339,6 +339,50 @@ def test_failed_step_retries_then_dead_letters_and_compensates_in_reverse(
         store.compensate_run(run_id)
 
 
+def test_a_run_past_its_deadline_fails_and_compensates(store: Store, clock: Clock) -> None:
+    store.deploy(SAGA, "saga.flow")
+    run_id = store.start_run("saga", {"order": "o-3"})
+    (charge,) = tasks_of(relay(store))
+    complete(store, charge, {"id": "CH"})
+    (reserve,) = tasks_of(relay(store))
+    store.apply_results([result(reserve, "started")])
+
+    # When the run passes its deadline (timeout 1h) while reserve is still running
+    clock.advance(3601)
+    outcome = store.run_timers()
+
+    # Then reserve is cancelled (its late result refused), and charge is compensated
+    assert run_id in outcome.runs_touched
+    assert store.get_task(reserve.task_id)["status"] == "cancelled"
+    assert store.apply_results([result(reserve, "completed", {"id": "late"})]).dropped == 1
+    doc = store.get_run(run_id)
+    assert doc["status"] == "compensating" and doc["error"]["type"] == "timeout"
+    (undo,) = tasks_of(relay(store))
+    assert undo.step == "charge"
+    complete(store, undo, {})
+    assert store.get_run(run_id)["status"] == "compensated"
+    assert store.run_timers().applied == 0
+
+
+def test_compensate_a_completed_run_by_hand(store: Store) -> None:
+    store.deploy(SAGA, "saga.flow")
+    run_id = store.start_run("saga", {"order": "o-4"})
+    for output in ({"id": "CH"}, {"id": "RS"}, {"id": "SH"}):
+        (task,) = tasks_of(relay(store))
+        complete(store, task, output)
+    assert store.get_run(run_id)["status"] == "completed"
+
+    store.compensate_run(run_id)
+
+    undone = []
+    while sent := tasks_of(relay(store)):
+        (undo,) = sent
+        undone.append(undo.step)
+        complete(store, undo, {})
+    assert undone == ["reserve", "charge"]
+    assert store.get_run(run_id)["status"] == "compensated"
+
+
 def test_retry_run_restarts_the_failed_step(store: Store) -> None:
     store.deploy(ONE, "one.flow")
     run_id = store.start_run("one", {"n": 1})
