@@ -222,7 +222,9 @@ def cancel_run(ctx: StoreContext, run_id: str) -> None:
         writes = Writes()
         error = {"type": "cancelled", "message": "the run was cancelled by an operator"}
         cancel_tasks(conn, tasks.c.run_id == run_id, error, now, writes)
-        set_run_status(conn, run, R.CANCELLED, now, error=error)
+        # The run's error stays null: a later manual compensate of a cancelled run must not run
+        # the ``on failure`` steps (the planner keys them on ``run.error``).
+        set_run_status(conn, run, R.CANCELLED, now)
         writes.flush(conn)
 
 
