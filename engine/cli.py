@@ -87,5 +87,10 @@ from engine import cli_runtime  # noqa: E402  (registers db, deploy, run, coordi
 cli_runtime.register(main)
 
 
+from web.cli import add_serve_command  # noqa: E402  (registers `flow serve`; Flask loads only when it runs)
+
+add_serve_command(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -9,11 +9,12 @@ import importlib
 import os
 import secrets
 from collections.abc import Mapping
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # Flask is imported when an app is built, so `flow` commands stay light
+    from flask import Flask
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -35,6 +36,8 @@ def create_app(
     Raises:
         engine.settings.SettingsError: an environment variable has a value Flow cannot use.
     """
+    from flask import Flask
+
     from web.api import create_blueprint
     from web.api.context import Services
     from web.api.errors import register_error_handlers

@@ -80,15 +80,10 @@ def _engine_error(exc: Exception) -> ApiError | None:
 
 
 def _domain_error(exc: Exception) -> ApiError | None:
-    """Errors of the dsl and schedule modules: bad seed definitions and schedules → 422, unknown
-    schedule → 404."""
-    from dsl.seed import SeedDefinitionError
+    """Errors of the schedule modules: a bad schedule → 422, an unknown one → 404."""
     from engine.schedules import ScheduleError
     from engine.store_schedules import ScheduleNotFound
 
-    if isinstance(exc, SeedDefinitionError):
-        return ApiError(422, "invalid_definition", f"The workflow definition is not valid: {exc}",
-                        {"path": exc.path})
     if isinstance(exc, ScheduleError):
         return ApiError(422, "invalid_schedule", str(exc))
     if isinstance(exc, ScheduleNotFound):
@@ -122,25 +117,18 @@ def _unavailable(exc: Exception) -> ApiError | None:
     return None
 
 
+SPAN_KEYS = ("file", "line", "column", "end_line", "end_column")
+
+
 def diagnostic_json(diagnostic: Any) -> dict[str, Any]:
-    """A compiler diagnostic as JSON: severity, code, message and its source span."""
-    if isinstance(diagnostic, dict):
-        return diagnostic
-    to_json = getattr(diagnostic, "to_json", None)
-    if callable(to_json):
-        return dict(to_json())
+    """A compiler diagnostic as JSON: the fields of ``flow check --json`` (severity, code, message,
+    file, line, column, end_line, end_column), plus the same position as a ``span`` object and the
+    ``notes``."""
+    document = dict(diagnostic.to_json())
     span = getattr(diagnostic, "span", None)
-    span_json = None
-    if span is not None:
-        span_json = span.to_json() if callable(getattr(span, "to_json", None)) else {
-            key: getattr(span, key, None) for key in ("file", "line", "column", "end_line", "end_column")
-        }
-    return {
-        "severity": _plain(getattr(diagnostic, "severity", "error")),
-        "code": getattr(diagnostic, "code", None),
-        "message": getattr(diagnostic, "message", str(diagnostic)),
-        "span": span_json,
-    }
+    document["span"] = {key: getattr(span, key, None) for key in SPAN_KEYS} if span is not None else None
+    document["notes"] = list(getattr(diagnostic, "notes", ()))
+    return document
 
 
 def _is_api_request() -> bool:

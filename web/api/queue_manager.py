@@ -27,15 +27,17 @@ bp = Blueprint("queue_manager", __name__, url_prefix="/queue-manager")
 MIN_FINISHED_SAMPLE = 20
 
 
-def task_counts() -> dict[str, int]:
-    """Tasks per status, every status present (0 when none)."""
-    raw: Any = store().counts()
-    if isinstance(raw, Mapping) and isinstance(raw.get("tasks"), Mapping):
-        raw = raw["tasks"]
+def _every_status(raw: Mapping[str, Any]) -> dict[str, int]:
     counts = {status.value: 0 for status in TaskStatus}
-    for status, count in dict(raw).items():
-        counts[getattr(status, "value", str(status))] = int(count)
+    counts.update({str(status): int(count) for status, count in raw.items()})
     return counts
+
+
+def task_counts() -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Tasks per status (every status present, 0 when none), and the same per task type."""
+    raw: Mapping[str, Any] = store().counts()
+    by_type = {task_type: _every_status(counts) for task_type, counts in raw.get("by_type", {}).items()}
+    return _every_status(raw.get("total", {})), by_type
 
 
 def overload(counts: Mapping[str, int], settings: Settings) -> dict[str, Any]:
@@ -67,10 +69,11 @@ def overload(counts: Mapping[str, int], settings: Settings) -> dict[str, Any]:
 @operation("Task counts by status and the overload verdict", tag="queue-manager", role="viewer",
            responses={200: ("Counts and overload", "QueueStatus")})
 def status() -> Response:
-    counts = task_counts()
+    counts, by_type = task_counts()
     verdict = overload(counts, services().settings)
     return json_response({
         "counts": counts,
+        "by_type": by_type,
         "total": sum(counts.values()),
         "pending": counts["pending"],
         "processing": counts["processing"],
@@ -85,18 +88,18 @@ def status() -> Response:
            description="Overloaded: a backlog (pending + retrying) of at least FLOW_OVERLOAD_PENDING "
                        "tasks, or a failed share of finished tasks of at least FLOW_OVERLOAD_FAILED_RATIO.")
 def overloaded() -> Response:
-    return json_response(overload(task_counts(), services().settings))
+    return json_response(overload(task_counts()[0], services().settings))
 
 
 @bp.get("/failed-count")
 @operation("How many tasks failed for good", tag="queue-manager", role="viewer",
            responses={200: ("The count", "Count")})
 def failed_count() -> Response:
-    return json_response({"status": "failed", "count": task_counts()["failed"]})
+    return json_response({"status": "failed", "count": task_counts()[0]["failed"]})
 
 
 @bp.get("/pending-count")
 @operation("How many tasks wait for a worker", tag="queue-manager", role="viewer",
            responses={200: ("The count", "Count")})
 def pending_count() -> Response:
-    return json_response({"status": "pending", "count": task_counts()["pending"]})
+    return json_response({"status": "pending", "count": task_counts()[0]["pending"]})

@@ -24,6 +24,8 @@ MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 
 
 def _describe(tree: Any) -> str:
+    if isinstance(tree, str):
+        return tree  # already described (plain() ran on this value before)
     try:
         from dsl.evaluator import describe
     except ImportError:

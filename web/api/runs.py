@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, url_for
 
 from web.api import schemas
 from web.api.context import store
-from web.api.errors import ApiError
 from web.api.operations import operation
 from web.api.render import json_response, plain
 from web.api.timeparse import parse_time
-from web.api.validation import json_body, query_args
+from web.api.validation import idempotency_key, json_body, query_args
 
 bp = Blueprint("runs", __name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_KEY_LENGTH = 255
 RUN_ERRORS = {404: ("No such run", "Error")}
 TRANSITION_ERRORS = {**RUN_ERRORS, 409: ("Not allowed in the run's current status", "Error")}
 
@@ -40,10 +38,8 @@ def run_document(run_id: str) -> Any:
 )
 def start(name: str) -> Response:
     body = json_body(schemas.START_RUN, optional=True)
-    key = request.headers.get(IDEMPOTENCY_HEADER) or None
-    if key is not None and len(key) > MAX_KEY_LENGTH:
-        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters.")
-    run_id = store().start_run(name, body.get("params") or {}, version=body.get("version"), idempotency_key=key)
+    run_id = store().start_run(name, body.get("params") or {}, version=body.get("version"),
+                               idempotency_key=idempotency_key())
     run_id = str(run_id)
     return json_response(run_document(run_id), 201, {"Location": url_for(".get", run_id=run_id)})
 

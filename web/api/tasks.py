@@ -11,10 +11,11 @@ from web.api.context import store
 from web.api.errors import ApiError
 from web.api.operations import operation
 from web.api.render import json_response, plain
-from web.api.validation import json_body
+from web.api.validation import idempotency_key, json_body
 
 bp = Blueprint("tasks", __name__, url_prefix="/task")
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 TASK_ERRORS = {404: ("No such task", "Error")}
 
 
@@ -39,11 +40,13 @@ def max_attempts(body: dict[str, Any]) -> int:
 @operation(
     "Create a standalone task (the seed's body)",
     tag="tasks", role="operator", body="CreateTask",
+    headers={IDEMPOTENCY_HEADER: "Repeat a create safely: the same key gives back the same task."},
     responses={201: ("The new task, pending", "Task"), 400: ("Malformed body", "Error")},
 )
 def create() -> Response:
     body = json_body(schemas.CREATE_TASK)
-    task_id = store().create_task(body["type"], body.get("payload") or {}, max_attempts=max_attempts(body))
+    task_id = store().create_task(body["type"], body.get("payload") or {}, max_attempts=max_attempts(body),
+                                  idempotency_key=idempotency_key())
     location = url_for(".get", task_id=str(task_id))
     return json_response(task_document(str(task_id)), 201, {"Location": location})
 

@@ -97,3 +97,15 @@ def query_args(schema: Mapping[str, Any]) -> dict[str, Any]:
             values[key] = raw
     validate(values, schema, where="query")
     return values
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header, or None; 400 past 255 characters."""
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip() or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters.")
+    return key

@@ -67,19 +67,10 @@ def list_all() -> Response:
 
 
 @bp.get("/<name>")
-@operation("A workflow and its versions", tag="workflows", role="viewer",
-           responses={200: ("The workflow", None), **NOT_FOUND})
+@operation("A workflow: its latest version (source and spec) and every version number", tag="workflows",
+           role="viewer", responses={200: ("The workflow", "Version"), **NOT_FOUND})
 def versions(name: str) -> Response:
-    list_versions = getattr(store(), "list_versions", None)
-    if callable(list_versions):
-        found = list(list_versions(name))
-        if not found:
-            raise not_found("Workflow", name)
-        return json_response({"name": name, "versions": found})
-    for workflow in plain(store().list_workflows()):
-        if workflow.get("name") == name:
-            return json_response(workflow)
-    raise not_found("Workflow", name)
+    return json_response(_version(name, None))
 
 
 @bp.get("/<name>/versions/<int:version>")
