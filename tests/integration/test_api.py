@@ -580,3 +580,136 @@ def test_answers_match_their_documented_schemas(app: Flask, client: FlaskClient)
     check("", "/api/health", "get", client.get("/api/health"))
     check("", "/api/queue-manager/status", "get", client.get("/api/queue-manager/status"))
     check("", "/api/queue-manager/overloaded", "get", client.get("/api/queue-manager/overloaded"))
+
+
+# -- tasks that finished (results applied as the coordinator would) -----------------------------
+
+
+def finish_task(app: Flask, task_id: str, status: str, output: Any = None) -> None:
+    """Apply a worker result to a task through the store, as the coordinator does."""
+    import sqlalchemy as sa
+
+    from engine.contracts import Failure, ResultMessage
+    from engine.models import Task
+
+    with app.extensions["flow"].db.connect() as conn:
+        attempt, token = conn.execute(
+            sa.select(Task.attempt, Task.fencing_token).where(Task.id == task_id)
+        ).one()
+    error = Failure("invalid_input", "the handler refused it", retryable=False) if status == "failed" else None
+    app.extensions["flow"].store.apply_results(
+        [ResultMessage(task_id, attempt, token, status, output=output, error=error)]
+    )
+
+
+def failed_task(app: Flask, client: FlaskClient) -> dict[str, Any]:
+    task = create_task(client, {"type": "http_request", "payload": {"url": "https://x.example"}, "max_attempts": 1})
+    finish_task(app, task["id"], "failed")
+    return client.get(f"/api/task/{task['id']}").json  # type: ignore[no-any-return]
+
+
+def test_retry_a_failed_task_and_not_a_completed_one(app: Flask, client: FlaskClient) -> None:
+    failed_before = client.get("/api/queue-manager/failed-count").json["count"]
+    task = failed_task(app, client)
+    assert task["status"] == "failed"
+    assert client.get("/api/queue-manager/failed-count").json["count"] == failed_before + 1
+    retried = client.post(f"/api/task/{task['id']}/retry", headers=AUTH)
+    assert retried.status_code == 200, retried.json
+    assert retried.json["status"] == "pending"
+
+    done = create_task(client)
+    finish_task(app, done["id"], "completed", output={"ok": True})
+    assert client.get(f"/api/task/{done['id']}").json["output"] == {"ok": True}
+    error = assert_error(client.post(f"/api/task/{done['id']}/retry", headers=AUTH), 409, "illegal_transition")
+    assert error["details"]["current"] == "completed"
+
+
+def test_compensate_a_completed_standalone_task_runs_the_given_undo(app: Flask, client: FlaskClient) -> None:
+    task = create_task(client, {"type": "http_request", "payload": {"method": "POST", "url": "https://x.example/orders"}})
+    finish_task(app, task["id"], "completed", output={"status": 201, "body": {"id": 7}})
+    action = {"action": {"task_type": "http_request", "config": {"method": "DELETE", "url": "https://x.example/orders/7"}}}
+    response = client.post(f"/api/task/{task['id']}/compensate", json=action, headers=AUTH)
+    assert response.status_code == 202, response.json
+    undo = response.json
+    assert undo["type"] == "compensation" and undo["status"] == "pending"
+    assert undo["payload"]["action"]["config"]["method"] == "DELETE"
+    assert undo["payload"]["compensates"] == task["id"]
+
+
+def test_dead_letters_inspect_requeue_discard(app: Flask, client: FlaskClient) -> None:
+    first, second = failed_task(app, client), failed_task(app, client)
+    letters = {letter["task_id"]: letter for letter in client.get("/api/dead-letters").json["dead_letters"]}
+    assert {first["id"], second["id"]} <= set(letters)
+
+    letter = client.get(f"/api/dead-letters/{letters[first['id']]['id']}")
+    assert letter.status_code == 200
+    assert letter.json["task_type"] == "http_request"
+    requeued = client.post(f"/api/dead-letters/{letter.json['id']}/requeue", headers=AUTH)
+    assert requeued.status_code == 200, requeued.json
+    assert requeued.json["requeued_at"] is not None
+    assert client.get(f"/api/task/{first['id']}").json["status"] == "pending"
+    assert_error(client.post(f"/api/dead-letters/{letter.json['id']}/requeue", headers=AUTH), 409)
+
+    other = letters[second["id"]]["id"]
+    discarded = client.delete(f"/api/dead-letters/{other}", headers=AUTH)
+    assert discarded.status_code == 204 and discarded.data == b""
+    assert client.get(f"/api/dead-letters/{other}").json["discarded_at"] is not None
+    assert_error(client.delete(f"/api/dead-letters/{other}", headers=AUTH), 409)
+    remaining = {letter["task_id"] for letter in client.get("/api/dead-letters").json["dead_letters"]}
+    assert not {first["id"], second["id"]} & remaining
+
+
+# -- with a coordinator and a worker in this process -------------------------------------------
+
+DOUBLE = """flow 1
+
+workflow {name}(xs: list<int>) {{
+  step doubled: transform {{
+    input: params.xs
+    map: item * 2
+  }}
+  output {{ result: steps.doubled.output }}
+}}
+"""
+
+
+def test_a_run_started_through_the_api_completes(database: str, amqp_url: str) -> None:
+    import threading
+    import time
+
+    from engine.coordinator import Coordinator
+    from engine.messaging import Broker
+    from workers.consumer import Worker
+
+    # Given the API, a coordinator and a worker on the real RabbitMQ
+    app = make_app(database, amqp_url)
+    client = app.test_client()
+    settings = app.extensions["flow"].settings
+    stop = threading.Event()
+    broker = Broker(settings)
+    coordinator = Coordinator(app.extensions["flow"].store, broker, settings, task_types=("data_processing",))
+    worker = Worker(settings, ("data_processing",), concurrency=2, grace_period=5)
+    threads = [threading.Thread(target=coordinator.run, args=(stop,), daemon=True),
+               threading.Thread(target=worker.run, args=(stop,), daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert worker.consuming.wait(15), "the worker did not start consuming"
+        # When a workflow is deployed and run through the API
+        name = unique("double")
+        assert client.post("/api/workflows", json={"source": DOUBLE.format(name=name)}, headers=AUTH).status_code == 201
+        run = start_run(client, name, {"xs": [1, 2, 3]}).json
+        # Then the run completes with its output
+        deadline = time.monotonic() + 30
+        while (document := client.get(f"/api/runs/{run['id']}").json)["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, document
+            time.sleep(0.05)
+        assert document["status"] == "completed", document
+        assert document["output"] == {"result": [2, 4, 6]}
+        assert document["steps"][0]["status"] == "completed"
+        assert client.get(f"/api/runs?workflow={name}&status=completed").json["runs"][0]["id"] == run["id"]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+        broker.close()
