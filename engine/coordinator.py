@@ -70,8 +70,8 @@ class Coordinator:
         self.task_types = tuple(task_types)
         self.applied = 0  # results applied since start (for tests and logs)
         # Test-only fault injection (DESIGN "each guarantee has a test that injects the fault"):
-        # ``exit_before_publish`` kills the process right after a result batch committed and before
-        # the outbox rows it created were published.
+        # ``exit_before_publish`` kills the process right after a batch with a completed step
+        # committed (so the next steps' messages are in the outbox) and before they were published.
         self._fault = os.environ.get("FLOW_FAULT", "")
 
     def run(self, stop_event: threading.Event) -> None:
@@ -123,7 +123,7 @@ class Coordinator:
     def _apply(self, results: list[ResultMessage]) -> None:
         self.store.apply_results(results)
         self.applied += len(results)
-        if self._fault == "exit_before_publish":
+        if self._fault == "exit_before_publish" and any(r.status == "completed" for r in results):
             log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")
             os._exit(70)
 

@@ -59,11 +59,14 @@ class Sink:
                 status, answer = sink._handle(Request(time.monotonic(), self.command, self.path, body,
                                                       self.headers.get("Idempotency-Key")))
                 data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client died (a killed worker): expected
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
