@@ -35,14 +35,30 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line (FLOW_LOG_FORMAT=json, or auto when stderr is not a terminal)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
 def _setup_logging(settings: Settings, level: int = logging.INFO) -> None:
-    if logging.getLogger().handlers:
+    root = logging.getLogger()
+    if root.handlers:
         return
+    handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty()):
-        fmt = '{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}'
+        handler.setFormatter(_JsonFormatter())
     else:
-        fmt = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Alembic narrates every plugin it loads at INFO; its migrations are what matter.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _redact(url: str) -> str:
@@ -444,7 +460,7 @@ def coordinator(batch_size: int, batch_wait_ms: float) -> None:
               help="Handler threads of the worker.")
 @click.option("--no-web", is_flag=True, help="Do not serve the web app.")
 def up(concurrency: int, no_web: bool) -> None:
-    """Run everything in one process: migrations, a coordinator, workers and the web app.
+    """Run everything in one process: migrations, a coordinator, workers, the scheduler, the web app.
 
     For a laptop: with nothing configured it uses SQLite in FLOW_DATA_DIR and the in-memory broker.
     The web app listens on PORT (default 3030). Ctrl-C or SIGTERM stops it gracefully.
@@ -455,6 +471,7 @@ def up(concurrency: int, no_web: bool) -> None:
     threads = _Threads()
     _stop_on_signals(threads.stop)
     _start_engine(threads, settings, store, concurrency=concurrency, grace=30.0)
+    _start_scheduler(threads, settings, store)
     server = None if no_web else _start_web(threads, settings, store)
     click.echo(f"flow up: database {_redact(settings.database_url)}, broker {_redact(settings.broker_url)}; "
                "Ctrl-C to stop", err=True)
@@ -466,6 +483,16 @@ def up(concurrency: int, no_web: bool) -> None:
             server.shutdown()
         threads.join(timeout=40.0)
     click.echo("flow up: stopped", err=True)
+
+
+def _start_scheduler(threads: _Threads, settings: Settings, store: Any) -> None:
+    try:
+        from engine.scheduler import Scheduler
+    except ImportError:
+        click.echo("flow up: the scheduler is not available in this build; running without it", err=True)
+        return
+    scheduler = Scheduler.from_store(store, settings)
+    threads.start("flow-scheduler", lambda: scheduler.run(threads.stop))
 
 
 def _start_web(threads: _Threads, settings: Settings, store: Any) -> Any:
