@@ -10,6 +10,7 @@ from flask import Blueprint
 
 from web.api import dead_letters, health, openapi, queue_manager, runs, scheduler, tasks, workflows
 from web.api.auth import check_request
+from web.api.validation import check_url_text
 
 AREAS = (health, queue_manager, tasks, scheduler, workflows, runs, dead_letters, openapi)
 
@@ -18,6 +19,7 @@ def create_blueprint() -> Blueprint:
     """A fresh ``api`` blueprint with every area registered (one per app)."""
     api = Blueprint("api", __name__, url_prefix="/api")
     api.before_request(check_request)
+    api.before_request(check_url_text)
     for area in AREAS:
         api.register_blueprint(area.bp)
     return api

@@ -70,7 +70,7 @@ def _engine_error(exc: Exception) -> ApiError | None:
         return ApiError(409, "illegal_transition", message, _fields(exc, "entity", "id", "current", "target"))
     if isinstance(exc, errors.InvalidParams):
         problems = list(getattr(exc, "problems", None) or [message])
-        return ApiError(422, "invalid_params", "The params do not match the workflow's params.", problems)
+        return ApiError(422, "invalid_params", message, problems)
     if isinstance(exc, errors.CompileFailed):
         diagnostics = [diagnostic_json(d) for d in getattr(exc, "diagnostics", ())]
         return ApiError(422, "compile_failed", "The workflow source does not compile.", diagnostics)
@@ -101,11 +101,15 @@ def _plain(value: Any) -> Any:
 
 
 def _unavailable(exc: Exception) -> ApiError | None:
-    """A 503 when ``exc`` says the database or the broker cannot be reached."""
+    """A 503 when ``exc`` says the database or the broker cannot be reached (400 for a value the
+    database refuses)."""
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return ApiError(503, "database_unavailable", "The database cannot be reached; try again later.")
+    if isinstance(exc, sa_exc.DataError):
+        # The database refused a value (out of range, bad text): the request's fault, not a 500.
+        return ApiError(400, "invalid_value", "A value in the request cannot be stored or compared.")
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return ApiError(503, "database_unavailable", "The database connection was lost; try again later.")
     try:

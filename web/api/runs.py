@@ -7,7 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, url_for
 
+from engine.errors import InvalidParams
 from web.api import schemas
+from web.api.errors import ApiError
 from web.api.context import store
 from web.api.operations import operation
 from web.api.render import json_response, plain
@@ -53,14 +55,17 @@ def start(name: str) -> Response:
 )
 def list_runs() -> Response:
     args = query_args(schemas.LIST_RUNS_QUERY)
-    page = store().list_runs(
-        workflow=args.get("workflow"),
-        status=args.get("status"),
-        since=parse_time(args["since"], "since") if "since" in args else None,
-        until=parse_time(args["until"], "until") if "until" in args else None,
-        limit=args.get("limit", 50),
-        cursor=args.get("cursor"),
-    )
+    try:
+        page = store().list_runs(
+            workflow=args.get("workflow"),
+            status=args.get("status"),
+            since=parse_time(args["since"], "since") if "since" in args else None,
+            until=parse_time(args["until"], "until") if "until" in args else None,
+            limit=args.get("limit", 50),
+            cursor=args.get("cursor"),
+        )
+    except InvalidParams as exc:  # a cursor that no page gave out
+        raise ApiError(400, "invalid_query", "; ".join(exc.problems), exc.problems) from None
     return json_response(_page(page))
 
 

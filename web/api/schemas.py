@@ -93,6 +93,7 @@ DEPLOY_WORKFLOW: Schema = {
         {"required": ["source"], "properties": {"source": SOURCE, "filename": FILENAME}},
         {
             "required": ["name", "definition"],
+            "not": {"required": ["source"]},
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "definition": {"type": "object", "description": "The seed's {initialTask, transitions}."},

@@ -77,9 +77,36 @@ def json_body(schema: Mapping[str, Any] | None, *, optional: bool = False, text_
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "The request body is nested too deeply.") from None
+    _check_text(value)
     if schema is not None:
         validate(value, schema)
     return value
+
+
+MAX_DEPTH = 100
+
+
+def _check_text(value: Any, depth: int = 0) -> None:
+    """Refuse strings PostgreSQL cannot store: NUL characters and unpaired surrogates (``\\ud800``)."""
+    if depth > MAX_DEPTH:
+        raise ApiError(400, "invalid_body", f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ApiError(400, "invalid_body", "Strings in the body cannot contain NUL (\\u0000).")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_body", "Strings in the body must be valid Unicode "
+                                                "(an unpaired surrogate escape was sent).") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, depth + 1)
+            _check_text(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item, depth + 1)
 
 
 def query_args(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,3 +136,8 @@ def idempotency_key() -> str | None:
     if key is not None and len(key) > MAX_KEY_LENGTH:
         raise ApiError(400, "bad_request", f"{IDEMPOTENCY_HEADER} is longer than {MAX_KEY_LENGTH} characters.")
     return key
+
+
+def check_url_text() -> None:
+    """``before_request``: path and query values must be storable text too (a NUL would reach SQL)."""
+    _check_text(list((request.view_args or {}).values()) + list(request.args.values()))
