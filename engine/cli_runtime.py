@@ -289,6 +289,7 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
             raise click.ClickException(
                 "invalid parameters:\n  " + "\n  ".join(str(p) for p in problems)
             ) from None
+        _publish_now(store, settings)
         echo = _Progress(err=as_json)
         echo.line(f"run {run_id} of {name} v{version} started"
                   + (" (in this process)" if local else f" (broker {_redact(settings.broker_url)})"))
@@ -300,6 +301,22 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     else:
         _print_summary(document, echo)
     raise SystemExit(0 if document.get("status") == "completed" else 1)
+
+
+def _publish_now(store: Any, settings: Settings) -> None:
+    """Relay the outbox once, so the first step starts now rather than at a coordinator's next poll.
+
+    Best effort: if the broker is unreachable the rows stay and a coordinator relays them.
+    """
+    from engine.messaging import Broker
+
+    broker = Broker(settings)
+    try:
+        store.relay_outbox(broker.publisher().publish_batch, limit=100)
+    except Exception as exc:  # the coordinators relay the same rows; nothing is lost
+        log.debug("immediate relay skipped: %s", exc)
+    finally:
+        broker.close()
 
 
 def _text_params(store: Any, name: str, version: int) -> frozenset[str]:

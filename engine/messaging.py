@@ -332,7 +332,6 @@ class ResultConsumer:
         self._fill(deadline)
         if not self._buffer:
             return 0
-        self._fill(time.monotonic() + self.batch_wait)
         messages, self._buffer = self._buffer, []
         results: list[ResultMessage] = []
         good: list[kombu.Message] = []
