@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -150,15 +151,20 @@ def result(task_id: str) -> Outgoing:
 
 
 # First in the module: the coordinator of ``engine_threads`` (started by the tests below) would
-# otherwise consume these results.
+# otherwise consume these results. Other modules of the session may have left results and dead
+# letters behind, hence the unique ids.
 def test_results_are_acked_only_after_the_handler_returned(settings: Settings) -> None:
+    tag = uuid.uuid4().hex
+    mine = {f"{tag}-a", f"{tag}-b", f"{tag}-c"}
+    bad_body = "{not json " + tag
     broker = Broker(settings)
     broker.declare_topology(["noop"])
     consumer = broker.result_consumer(batch_size=50)
     try:
         # Given three results and an undecodable one, published with confirms
         broker.publisher().publish_batch(
-            [result("a"), result("b"), Outgoing(0, TASK_EXCHANGE, RESULT_QUEUE, "{not json"), result("c")])
+            [result(f"{tag}-a"), result(f"{tag}-b"), Outgoing(0, TASK_EXCHANGE, RESULT_QUEUE, bad_body),
+             result(f"{tag}-c")])
 
         # When the handler (the store transaction) fails, nothing is acked
         def failing(batch: list[ResultMessage]) -> None:
@@ -168,19 +174,23 @@ def test_results_are_acked_only_after_the_handler_returned(settings: Settings) -
             consumer.drain(failing, timeout=5)
         # Then the batch comes again (the undecodable one went to the dead-letter queue)
         seen: list[str] = []
+
+        def record(batch: list[ResultMessage]) -> None:
+            seen.extend(r.task_id for r in batch if r.task_id in mine)
+
         deadline = time.monotonic() + 10
         while len(seen) < 3 and time.monotonic() < deadline:
-            consumer.drain(lambda batch: seen.extend(r.task_id for r in batch), timeout=1)
-        assert sorted(seen) == ["a", "b", "c"]
+            consumer.drain(record, timeout=1)
+        assert sorted(seen) == sorted(mine)
         # and once acked, it does not
-        assert consumer.drain(lambda batch: seen.extend(r.task_id for r in batch), timeout=0.5) == 0
+        consumer.drain(record, timeout=0.5)
+        assert len(seen) == 3
     finally:
         consumer.close()
         broker.close()
-    with kombu.Connection(settings.broker_url) as conn:
-        message = dead_letter_queue(settings.quorum_queues)(conn.default_channel).get(no_ack=True)
-    assert message is not None and message.body in (b"{not json", "{not json")
-    assert "not JSON" in message.headers["x-flow-reason"]
+    dead = take_dead_letters(settings, lambda m: m.body in (bad_body, bad_body.encode()))
+    assert len(dead) == 1
+    assert "not JSON" in dead[0].headers["x-flow-reason"]
 
 
 def test_three_step_chain_completes_with_the_right_outputs(store: Any, engine_threads: None) -> None:
@@ -222,27 +232,34 @@ def saga_sink() -> Sink:
     return Sink(respond).start()
 
 
-def dead_letters(settings: Settings, run_id: str) -> list[TaskMessage]:
-    """Take the dead-lettered tasks of ``run_id`` off ``flow.dead`` (others are put back)."""
-    found: list[TaskMessage] = []
+def take_dead_letters(settings: Settings, match: Any) -> list[Any]:
+    """Take the messages of ``flow.dead`` for which ``match(message)`` is true; put the others back.
+
+    The queue is shared by the whole test session, so other tests' dead letters may be there.
+    """
+    taken: list[Any] = []
+    others: list[Any] = []
     with kombu.Connection(settings.broker_url) as conn:
         queue = dead_letter_queue(settings.quorum_queues)(conn.default_channel)
-        while True:
-            message = queue.get(no_ack=False)
-            if message is None:
-                break
-            try:
-                task = TaskMessage.decode(message.body)
-            except Exception:
-                message.requeue()
-                continue
-            if task.run_id == run_id:
-                found.append(task)
-                message.ack()
-            else:
-                message.requeue()
-                break
-    return found
+        while (message := queue.get(no_ack=False)) is not None:
+            (taken if match(message) else others).append(message)
+        for message in taken:
+            message.ack()
+        for message in others:
+            message.requeue()
+    return taken
+
+
+def dead_letters(settings: Settings, run_id: str) -> list[TaskMessage]:
+    """The dead-lettered tasks of ``run_id`` (taken off ``flow.dead``)."""
+
+    def of_run(message: Any) -> bool:
+        try:
+            return TaskMessage.decode(message.body).run_id == run_id
+        except Exception:
+            return False
+
+    return [TaskMessage.decode(m.body) for m in take_dead_letters(settings, of_run)]
 
 
 def test_order_saga_compensates_in_reverse_completion_order(
