@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -263,6 +264,10 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # "viewer" | "operator" | "admin" (see engine/store_auth.py); rows older than migration 0003
+    # read as viewers.
+    role: Mapped[str] = mapped_column(String(16), server_default="viewer")
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
@@ -275,6 +280,10 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     # Only a hash of the token is stored; the token itself is shown once, when it is created.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the token, shown by `flow token list` so that people can tell tokens
+    # apart; too short to guess the rest from.
+    prefix: Mapped[str] = mapped_column(String(16), server_default="")
+    role: Mapped[str] = mapped_column(String(16), server_default="viewer")
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
