@@ -140,6 +140,8 @@ def _redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     creds, host = rest.rsplit("@", 1)
+    if ":" not in creds:
+        return url  # no password to hide
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
 
