@@ -87,6 +87,11 @@ from engine import cli_runtime  # noqa: E402  (registers db, deploy, run, coordi
 cli_runtime.register(main)
 
 
+from engine import cli_auth  # noqa: E402  (registers `flow token` and `flow user`)
+
+cli_auth.register(main)
+
+
 from web.cli import add_serve_command  # noqa: E402  (registers `flow serve`; Flask loads only when it runs)
 
 add_serve_command(main)

@@ -10,6 +10,8 @@ worker results are dropped (and counted). The work is split by concept:
 - ``store_timers``   due retries, expired leases, run deadlines
 - ``store_outbox``   the outbox relay
 - ``store_queries``  reads for the CLI, API and dashboard
+- ``store_compensate`` compensate one task (a standalone task with a given undo action)
+- ``store_auth``     API tokens and dashboard users, stored hashed
 
 Works on PostgreSQL (row locks with ``SKIP LOCKED``; several coordinators at once) and on SQLite
 (the embedded default: one process, ``BEGIN IMMEDIATE`` serialises writers).
@@ -25,11 +27,21 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from engine import store_commands, store_deploy, store_outbox, store_queries, store_results, store_timers
+from engine import (
+    store_auth,
+    store_commands,
+    store_compensate,
+    store_deploy,
+    store_outbox,
+    store_queries,
+    store_results,
+    store_timers,
+)
 from engine.contracts import ResultMessage
+from engine.store_auth import UserInfo
 from engine.store_common import BatchOutcome, DeployedVersion, OutboxMessage, StoreContext
 
-__all__ = ["Store", "BatchOutcome", "DeployedVersion", "OutboxMessage"]
+__all__ = ["Store", "BatchOutcome", "DeployedVersion", "OutboxMessage", "UserInfo"]
 
 When = datetime | float | str | None
 
@@ -128,6 +140,11 @@ class Store:
         """Cancel an unfinished task. Raises NotFound or IllegalTransition."""
         store_commands.cancel_task(self._ctx, task_id)
 
+    def compensate_task(self, task_id: str, action: dict[str, Any] | None = None) -> str | None:
+        """Compensate a task: its run (None), or a standalone one with ``action`` (the new task id).
+        Raises NotFound, InvalidParams (no or bad action) or IllegalTransition (not completed)."""
+        return store_compensate.compensate_task(self._ctx, task_id, action)
+
     def requeue_dead_letter(self, dead_letter_id: str) -> str:
         """Retry the dead letter's task; its id. Raises NotFound or IllegalTransition."""
         return store_commands.requeue_dead_letter(self._ctx, dead_letter_id)
@@ -188,3 +205,37 @@ class Store:
 
     def get_dead_letter(self, dead_letter_id: str) -> dict[str, Any]:
         return store_queries.get_dead_letter(self._ctx, dead_letter_id)
+
+    # --- auth -----------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str) -> tuple[str, str]:
+        """A new API token: ``(id, token)``; the token is shown only now. Raises InvalidParams."""
+        return store_auth.create_token(self._ctx, name, role)
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke a token at once. Raises NotFound."""
+        store_auth.revoke_token(self._ctx, token_id)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return store_auth.list_tokens(self._ctx)
+
+    def authenticate_token(self, token: str) -> str | None:
+        """The role of an active token, else None (unknown or revoked)."""
+        return store_auth.authenticate_token(self._ctx, token)
+
+    def create_user(self, username: str, password: str, role: str) -> UserInfo:
+        """A dashboard user. Raises InvalidParams or Conflict (username taken)."""
+        return store_auth.create_user(self._ctx, username, password, role)
+
+    def authenticate_user(self, username: str, password: str) -> UserInfo | None:
+        """The user when the password matches and the user is enabled, else None."""
+        return store_auth.authenticate_user(self._ctx, username, password)
+
+    def set_password(self, username: str, password: str) -> None:
+        store_auth.set_password(self._ctx, username, password)
+
+    def list_users(self) -> list[UserInfo]:
+        return store_auth.list_users(self._ctx)
+
+    def disable_user(self, username: str) -> None:
+        store_auth.disable_user(self._ctx, username)

@@ -73,7 +73,7 @@ def _steps(spec: WorkflowSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any
             if compensations:
                 entry["compensation"] = {
                     "status": _combined_status(compensations),
-                    "attempts": sum(r["attempt"] for r in compensations),
+                    "attempts": max(r["attempt"] for r in compensations),
                     "error": next((r["error"] for r in compensations if r["error"]), None),
                 }
             steps.append(entry)
@@ -85,6 +85,7 @@ def _step_entry(name: str, rows: list[dict[str, Any]], fan_out: bool) -> dict[st
         row = rows[0] if rows else None
         return {
             "name": name,
+            "task_id": row["id"] if row else None,
             "status": row["status"] if row else "pending",
             "attempts": row["attempt"] if row else 0,
             "output": row["output"] if row else None,
@@ -99,14 +100,18 @@ def _step_entry(name: str, rows: list[dict[str, Any]], fan_out: bool) -> dict[st
     finished = [r["finished_at"] for r in items if r["finished_at"]]
     return {
         "name": name,
+        # A fan-out has one task per item (see ``items``); only an empty one is recorded as one task.
+        "task_id": whole[0]["id"] if whole and not items else None,
         "status": status,
-        "attempts": sum(r["attempt"] for r in items),
+        # The items run side by side: the step took as many attempts as its slowest item.
+        "attempts": max((r["attempt"] for r in items), default=whole[0]["attempt"] if whole else 0),
         "output": [r["output"] for r in items] if status == "completed" and items
         else (whole[0]["output"] if whole else None),
         "error": next((r["error"] for r in items if r["status"] == "failed"), None),
         "items": [
             {
                 "item": r["item"],
+                "task_id": r["id"],
                 "status": r["status"],
                 "attempts": r["attempt"],
                 "output": r["output"],
