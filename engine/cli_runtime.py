@@ -47,18 +47,11 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _setup_logging(settings: Settings, level: int = logging.INFO) -> None:
-    root = logging.getLogger()
-    if root.handlers:
+    if logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty()):
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level)
-    # Alembic narrates every plugin it loads at INFO; its migrations are what matter.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from engine.logging_setup import setup_logging  # JSON lines, secrets masked (docs/operations.md)
+
+    setup_logging(settings, level)
 
 
 def _redact(url: str) -> str:
@@ -95,10 +88,12 @@ def _render_compile_failure(exc: Any, source: str) -> str:
 def _deploy_file(store: Any, path: str) -> list[Any]:
     """Deploy one file; prints its compile errors and raises ``SystemExit(1)`` when it has some."""
     from engine.errors import CompileFailed
+    from engine.store_schedules import deploy_with_schedules
 
     source = Path(path).read_text(encoding="utf-8")
     try:
-        return list(store.deploy(source, path))
+        # Schedules are registered on deploy, replaced on redeploy, removed when they disappear.
+        return deploy_with_schedules(store, source, path)
     except CompileFailed as exc:
         click.echo(_render_compile_failure(exc, source), err=True)
         raise SystemExit(1) from None

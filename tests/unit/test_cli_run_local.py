@@ -94,3 +94,32 @@ def test_run_reports_compile_errors_like_check(embedded: Path) -> None:
 
     assert result.exit_code == 1
     assert "bad.flow:3:" in result.output
+
+
+SCHEDULED = """
+workflow nightly(region: string = "eu") {
+  schedule cron "0 3 * * *" { timezone: "Europe/Berlin" }
+  step ping: noop { output: params.region }
+}
+"""
+
+
+def test_deploy_registers_replaces_and_removes_schedules(embedded: Path) -> None:
+    # Given a workflow with a cron schedule, deployed
+    (embedded / "nightly.flow").write_text(SCHEDULED)
+    assert flow("deploy", "nightly.flow").exit_code == 0
+    listed = json.loads(flow("schedules", "list", "--json").output)
+    assert [(s["workflow"], s["expression"]) for s in listed] == [("nightly", "0 3 * * *")]
+
+    # When the schedule changes, then disappears
+    (embedded / "nightly.flow").write_text(SCHEDULED.replace("0 3", "30 4"))
+    assert flow("deploy", "nightly.flow").exit_code == 0
+    changed = json.loads(flow("schedules", "list", "--json").output)
+    (embedded / "nightly.flow").write_text(SCHEDULED.replace(
+        '  schedule cron "0 3 * * *" { timezone: "Europe/Berlin" }\n', ""))
+    assert flow("deploy", "nightly.flow").exit_code == 0
+    removed = json.loads(flow("schedules", "list", "--json").output)
+
+    # Then each deploy left exactly the schedules of the source
+    assert [s["expression"] for s in changed] == ["30 4 * * *"]
+    assert removed == []
