@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/flow check workflows/*.flow
-	$(BIN)/flow graph workflows/order_saga.flow --format svg > .flow-order_saga.svg
-	@echo "wrote .flow-order_saga.svg"
+	$(BIN)/flow run workflows/hello.flow --local -p name=newcomer
+	@echo "Flow is starting on http://127.0.0.1:$${PORT:-3030} (Ctrl-C stops it)"
+	$(BIN)/flow up
 
 test: $(STAMP)
 	$(BIN)/pytest -q
