@@ -518,7 +518,9 @@ def _start_web(threads: _Threads, settings: Settings, store: Any) -> Any:
 
     app = create_app(settings=settings, store=store)
     # werkzeug's threaded server, not waitress (``flow serve``): it can be shut down from here.
-    server = make_server("0.0.0.0", settings.port, app, threaded=True)
+    # Like `flow serve`: the embedded default takes requests without a token, so loopback only.
+    host = "127.0.0.1" if settings.embedded else "0.0.0.0"
+    server = make_server(host, settings.port, app, threaded=True)
     threads.start("flow-web", server.serve_forever)
     click.echo(f"flow up: web app on http://127.0.0.1:{settings.port}/", err=True)
     return server

@@ -102,6 +102,9 @@ class Settings:
     overload_pending_threshold: int = 10_000
     overload_failed_ratio: float = 0.5
     api_token: str | None = None
+    # FLOW_API_OPEN_READS: API reads (GET) need no token. Off by default: reads show payloads and
+    # outputs. The embedded default is open anyway unless FLOW_API_TOKEN is set.
+    api_open_reads: bool = False
     secret_key: str | None = None
     log_format: str = "auto"
     secrets: Mapping[str, str] = field(default_factory=dict)
@@ -132,6 +135,8 @@ class Settings:
             overload_pending_threshold=_int(env, "FLOW_OVERLOAD_PENDING", 10_000, 1),
             overload_failed_ratio=_float(env, "FLOW_OVERLOAD_FAILED_RATIO", 0.5, 0.0),
             api_token=env.get("FLOW_API_TOKEN") or None,
+            # FLOW_API_READ_AUTH=false (the older spelling) also opens reads.
+            api_open_reads=_bool(env, "FLOW_API_OPEN_READS", not _bool(env, "FLOW_API_READ_AUTH", True)),
             secret_key=env.get("FLOW_SECRET_KEY") or None,
             log_format=log_format,
             secrets={

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import importlib
-import os
 import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from engine.settings import Settings, SettingsError
+from engine.settings import Settings
 
 if TYPE_CHECKING:  # Flask is imported when an app is built, so `flow` commands stay light
     from flask import Flask
@@ -28,7 +27,8 @@ def create_app(
     """Build the app.
 
     Parameters:
-        test_config: Flask config overrides (``API_READ_AUTH`` among them).
+        test_config: Flask config overrides (``API_READ_AUTH`` among them: whether reads need a token;
+            default ``not settings.api_open_reads``).
         settings: the settings; default ``Settings.from_env()``.
         store: an ``engine.store.Store``; default one on ``settings.database_url`` (the embedded
             SQLite database is migrated on the fly; PostgreSQL needs ``flow db upgrade``).
@@ -47,7 +47,7 @@ def create_app(
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SECRET_KEY=settings.secret_key or secrets.token_hex(32),
-        API_READ_AUTH=_read_auth(os.environ),
+        API_READ_AUTH=not settings.api_open_reads,
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -60,16 +60,6 @@ def create_app(
     app.register_blueprint(create_blueprint())
     _register_dashboard(app)
     return app
-
-
-def _read_auth(env: Mapping[str, str]) -> bool:
-    """``FLOW_API_READ_AUTH``: true makes reads need a token too."""
-    raw = (env.get("FLOW_API_READ_AUTH") or "false").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"FLOW_API_READ_AUTH={raw!r} is not a boolean; use true or false")
 
 
 def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:

@@ -82,9 +82,16 @@ def app(database: str) -> Iterator[Flask]:
     app.extensions["flow"].db.dispose()
 
 
+def reader(app: Flask) -> FlaskClient:
+    """A test client that sends the admin token with every request: reads need one too by default."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = AUTH["Authorization"]
+    return client
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    return reader(app)
 
 
 def unique(prefix: str) -> str:
@@ -150,7 +157,7 @@ def test_health_is_503_when_the_broker_is_down(database: str) -> None:
 
 
 def test_database_down_gives_503_on_health_and_on_reads(database: str) -> None:
-    client = make_app("postgresql+psycopg2://postgres@127.0.0.1:1/nothing").test_client()
+    client = reader(make_app("postgresql+psycopg2://postgres@127.0.0.1:1/nothing"))
     response = client.get("/api/health")
     assert response.status_code == 503
     assert response.json["checks"]["database"]["status"] == "down"
@@ -172,7 +179,7 @@ def test_queue_manager_counts_follow_new_tasks(client: FlaskClient) -> None:
 
 
 def test_overloaded_uses_the_pending_threshold(database: str) -> None:
-    client = make_app(database, overload_pending_threshold=1).test_client()
+    client = reader(make_app(database, overload_pending_threshold=1))
     create_task(client)
     verdict = client.get("/api/queue-manager/overloaded").json
     assert verdict["overloaded"] is True
@@ -530,15 +537,20 @@ def test_without_a_configured_token_mutations_say_to_set_it(database: str) -> No
     client = make_app(database, api_token=None).test_client()
     error = assert_error(client.post("/api/task", json={"type": "http_request"}), 401)
     assert "FLOW_API_TOKEN" in error["message"]
-    assert client.get("/api/queue-manager/pending-count").status_code == 200
+    assert_error(client.get("/api/queue-manager/pending-count"), 401)
+    opened = make_app(database, api_token=None, api_open_reads=True).test_client()
+    assert opened.get("/api/queue-manager/pending-count").status_code == 200
 
 
-def test_reads_need_a_token_when_read_auth_is_on(database: str) -> None:
-    client = make_app(database, config={"API_READ_AUTH": True}).test_client()
+def test_reads_need_a_token_unless_opened(database: str) -> None:
+    client = make_app(database).test_client()
     assert_error(client.get("/api/runs"), 401)
     assert client.get("/api/runs", headers=AUTH).status_code == 200
     assert client.get("/api/health").status_code == 200
     assert client.get("/api/openapi.json").status_code == 200
+    opened = make_app(database, api_open_reads=True).test_client()
+    assert opened.get("/api/runs").status_code == 200
+    assert_error(opened.post("/api/task", json={"type": "http_request"}), 401)
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------
@@ -683,7 +695,7 @@ def test_a_run_started_through_the_api_completes(database: str, amqp_url: str) -
 
     # Given the API, a coordinator and a worker on the real RabbitMQ
     app = make_app(database, amqp_url)
-    client = app.test_client()
+    client = reader(app)
     settings = app.extensions["flow"].settings
     stop = threading.Event()
     broker = Broker(settings)

@@ -1,10 +1,19 @@
 """Bearer-token auth for the API.
 
-Every mutation needs ``Authorization: Bearer <token>``; reads are open unless ``FLOW_API_READ_AUTH``
-is true (``GET /api/health`` and the OpenAPI document stay open). The token of ``FLOW_API_TOKEN`` has
-the ``admin`` role. With no token configured, mutations are refused and the message says to set
-``FLOW_API_TOKEN``, except on the embedded default (SQLite and the in-memory broker), which only
-a local laptop runs: there no token is needed. Tokens are compared in constant time and never logged.
+Every view declares the least role it needs (``@operation(role=...)``): ``viewer`` reads,
+``operator`` starts, retries, cancels, compensates and requeues, ``admin`` deploys and schedules.
+A request proves a role with ``Authorization: Bearer <token>``:
+
+- the token of ``FLOW_API_TOKEN`` is the bootstrap ``admin`` token;
+- tokens made with ``flow token create --role ROLE`` are checked by the store (hashed, revocable).
+
+Mutations always need a token. Reads need one too, unless ``FLOW_API_OPEN_READS=true``;
+``GET /api/health`` and the OpenAPI document stay open (role ``public``). The embedded default
+(SQLite and the in-memory broker, one person on a laptop, listening on 127.0.0.1 only) is open
+unless ``FLOW_API_TOKEN`` is set; a token sent there is still checked, so roles behave the same.
+
+A missing, unknown or revoked token gets 401; a token whose role is too low gets 403. Tokens are
+compared in constant time and never logged or echoed.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from web.api.operations import Role, operation_of
 
 ROLE_RANK: dict[str, int] = {"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HOW_TO_GET_ONE = ("Send 'Authorization: Bearer <token>': the server's FLOW_API_TOKEN (the bootstrap admin "
+                  "token; set it on the server), or a token made with `flow token create --role ROLE`.")
 
 
 def _bearer() -> str | None:
@@ -31,11 +42,10 @@ def _bearer() -> str | None:
 
 
 def _role_of(token: str) -> str | None:
-    """The role of ``token``, or None if Flow does not know it."""
+    """The role of ``token``, or None if Flow does not know it (or it was revoked)."""
     configured = services().settings.api_token
     if configured and hmac.compare_digest(token.encode("utf-8"), configured.encode("utf-8")):
         return "admin"
-    # Tokens created with `flow token create` (stored hashed) are checked by the store when it can.
     authenticate: Any = getattr(services().store, "authenticate_token", None)
     if callable(authenticate):
         role = authenticate(token)
@@ -43,31 +53,39 @@ def _role_of(token: str) -> str | None:
     return None
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message)
+def auth_enabled() -> bool:
+    """False only on the embedded default without ``FLOW_API_TOKEN``: a laptop needs no token."""
+    settings = services().settings
+    return bool(settings.api_token) or not settings.embedded
+
+
+def reads_open() -> bool:
+    """True when a read needs no token (``FLOW_API_OPEN_READS=true``, or auth is off)."""
+    return not services().read_auth or not auth_enabled()
 
 
 def require(role: Role) -> None:
-    """Raise unless the request may act with ``role``."""
+    """Raise unless the request may act with ``role``.
+
+    Raises:
+        ApiError: 401 without a token where one is needed, or with an unknown or revoked token;
+            403 when the token's role is below ``role``.
+    """
     if role == "public":
         return
-    settings = services().settings
     is_read = request.method in READ_METHODS
-    if is_read and not services().read_auth:
+    if is_read and reads_open():
         return
     token = _bearer()
-    if not settings.api_token and token is None and not callable(getattr(services().store, "authenticate_token", None)):
-        if settings.embedded:
-            return  # a laptop on the embedded default: nothing to protect from but itself
-        raise _unauthorized("This API needs a token: set FLOW_API_TOKEN on the server and send "
-                            "'Authorization: Bearer <token>'.")
     if token is None:
-        raise _unauthorized("Send 'Authorization: Bearer <token>' (the server's FLOW_API_TOKEN).")
+        if not auth_enabled():
+            return
+        raise ApiError(401, "unauthorized", f"This needs a token with the {role} role. {HOW_TO_GET_ONE}")
     granted = _role_of(token)
     if granted is None:
-        raise _unauthorized("The bearer token is not valid.")
+        raise ApiError(401, "unauthorized", "The bearer token is not valid (unknown or revoked).")
     if ROLE_RANK.get(granted, 0) < ROLE_RANK[role]:
-        raise ApiError(403, "forbidden", f"This needs the {role} role; the token has {granted}.")
+        raise ApiError(403, "forbidden", f"This needs the {role} role; the token has the {granted} role.")
 
 
 def check_request() -> None:

@@ -84,7 +84,7 @@ def _operation(record: Operation, method: str, endpoint: str, parameters: list[d
         if record.text_body:
             content["text/plain"] = {"schema": schemas.SOURCE}
         document["requestBody"] = {"required": record.body_required, "content": content}
-    # Reads are open by default (FLOW_API_READ_AUTH=true protects them); mutations always need a token.
+    # Reads need a token unless FLOW_API_OPEN_READS=true (or on the embedded default); mutations always do.
     document["security"] = [{"bearer": []}] if needs_token else ([{}, {"bearer": []}] if record.role != "public" else [])
     return document
 

@@ -83,26 +83,14 @@ def retry(task_id: str) -> Response:
 def compensate(task_id: str) -> Response:
     body = json_body(schemas.COMPENSATE_TASK, optional=True)
     task = task_document(task_id)
-    compensate_task = getattr(store(), "compensate_task", None)
-    if callable(compensate_task):
-        result = compensate_task(task_id, action=body.get("action"))
-        return json_response(_compensation_answer(result, task_id), 202)
-    if task.get("run_id"):
-        store().compensate_run(task["run_id"])
-        return json_response(task_document(task_id), 202)
     action = body.get("action")
-    if action is None:
+    if not task.get("run_id") and action is None:
         raise ApiError(422, "no_compensation",
                        f"Task {task_id} is standalone and has no declared undo; send "
                        "{\"action\": {\"task_type\": ..., \"config\": {...}}} to run one.")
-    if task.get("status") != "completed":
-        raise ApiError(409, "illegal_transition",
-                       f"Task {task_id} is {task.get('status')}; only a completed task can be compensated.")
-    payload = {"action": {"type": action.get("type", action["task_type"]), "task_type": action["task_type"],
-                          "config": action.get("config") or {}},
-               "step": None, "item": None, "compensates": task_id}
-    new_id = store().create_task("compensation", payload, max_attempts=3)
-    return json_response(task_document(str(new_id)), 202)
+    # A task of a run: its run compensates (None). A standalone task: the new compensation task's id.
+    result = store().compensate_task(task_id, action=action)
+    return json_response(_compensation_answer(result, task_id), 202)
 
 
 def _compensation_answer(result: Any, task_id: str) -> dict[str, Any]:
