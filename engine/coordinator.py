@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Protocol, Sequence
 
+from engine import metrics
 from engine.contracts import ResultMessage
 from engine.messaging import Broker, Publisher, ResultConsumer
 from engine.settings import Settings
@@ -121,7 +122,8 @@ class Coordinator:
             log.info("coordinator stopped after applying %d results", self.applied)
 
     def _apply(self, results: list[ResultMessage]) -> None:
-        self.store.apply_results(results)
+        outcome = self.store.apply_results(results)
+        metrics.observe_batch(results, getattr(outcome, "applied", len(results)), getattr(outcome, "dropped", 0))
         self.applied += len(results)
         if self._fault == "exit_before_publish" and any(r.status == "completed" for r in results):
             log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine import metrics
 from engine.settings import Settings
 from engine.store_schedules import FireOutcome, ScheduleStore, StoreLauncher
 
@@ -55,6 +56,7 @@ class Scheduler:
         """One pass: fire what is due; returns how long to sleep before the next pass."""
         outcome = self.schedules.fire_due(limit=self.limit)
         self.totals += outcome
+        metrics.observe_fires(outcome.fired, outcome.missed, outcome.duplicates, outcome.failed)
         if outcome != FireOutcome():
             log.info("schedules fired", extra={"fired": outcome.fired, "missed": outcome.missed,
                                                "duplicates": outcome.duplicates, "failed": outcome.failed})

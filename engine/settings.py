@@ -108,6 +108,9 @@ class Settings:
     secret_key: str | None = None
     log_format: str = "auto"
     secrets: Mapping[str, str] = field(default_factory=dict)
+    metrics_port: int = 0  # FLOW_METRICS_PORT: /metrics of coordinator, worker, scheduler (0 = off)
+    metrics_host: str = "127.0.0.1"
+    retention_days: float = 0.0  # FLOW_RETENTION_DAYS: the scheduler prunes older finished work (0 = off)
 
     @property
     def embedded(self) -> bool:
@@ -139,6 +142,9 @@ class Settings:
             api_open_reads=_bool(env, "FLOW_API_OPEN_READS", not _bool(env, "FLOW_API_READ_AUTH", True)),
             secret_key=env.get("FLOW_SECRET_KEY") or None,
             log_format=log_format,
+            metrics_port=_int(env, "FLOW_METRICS_PORT", 0, 0),
+            metrics_host=env.get("FLOW_METRICS_HOST") or "127.0.0.1",
+            retention_days=_float(env, "FLOW_RETENTION_DAYS", 0.0, 0.0),
             secrets={
                 key[len("FLOW_SECRET_"):]: value
                 for key, value in env.items()

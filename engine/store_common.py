@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Select, Table, select, text, update
 
 from dsl.spec import Retry, WorkflowSpec
+from engine import tracing
 from engine.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, TaskMessage
 from engine.models import (
     FINISHED_SEQ_NAME,
@@ -231,7 +232,7 @@ def queue_task_message(writes: Writes, row: dict[str, Any], now: datetime) -> No
             "exchange": TASK_EXCHANGE,
             "routing_key": message.task_type,
             "body": message.encode(),
-            "headers": {"task_id": message.task_id, "attempt": message.attempt},
+            "headers": {"task_id": message.task_id, "attempt": message.attempt, **tracing.task_headers(row)},
             "created_at": now,
         }
     )

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from dsl.spec import WorkflowSpec
-from engine import planner
+from engine import metrics, planner, tracing
 from engine.planner_types import (
     Action,
     Dispatch,
@@ -191,6 +191,9 @@ def set_run_status(
     if result.rowcount != 1:
         return False
     run.update(values)
+    if target in TERMINAL_RUN_STATUSES:
+        metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc()
+        tracing.emit_run(run, now)
     return True
 
 

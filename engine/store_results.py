@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from engine import metrics, tracing
 from engine import retry as retry_policy
 from engine.contracts import Failure, ResultMessage
 from engine.states import TaskStatus, can_task
@@ -132,6 +133,7 @@ def _apply_one(
         )
         if new is not None:
             _log_attempt(writes, new, result, "info", f"attempt {new['attempt']} completed", None, now)
+            tracing.emit_step(new, now)
         return new
     failure = result.error or Failure("handler", "the worker reported a failure without details")
     return fail_attempt(ctx, conn, row, failure, writes, now, result=result)
@@ -167,10 +169,12 @@ def fail_attempt(
     new = cas_task(conn, row["id"], sources, values, row["fencing_token"])
     if new is None:
         return None
+    (metrics.RETRIES if decision.retry else metrics.DEAD_LETTERS).labels(row["task_type"]).inc()
     message = f"attempt {row['attempt']} failed: {failure.type}: {failure.message}; {decision.reason}"
     _log_attempt(writes, new, result, "warning" if decision.retry else "error", message, failure, now)
     if not decision.retry:
         queue_dead_letter(writes, new, decision.reason, failure.to_json(), now)
+        tracing.emit_step(new, now)
     return new
 
 

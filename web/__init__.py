@@ -58,6 +58,9 @@ def create_app(
     )
     register_error_handlers(app)
     app.register_blueprint(create_blueprint())
+    from web import metrics  # /metrics (Prometheus), see docs/operations.md
+
+    metrics.init_app(app)
     _register_dashboard(app)
     return app
 

@@ -33,7 +33,8 @@ from kombu.exceptions import OperationalError
 from kombu.message import Message
 
 from dsl import evaluator
-from engine import contracts
+from engine import contracts, metrics, tracing
+from engine.logging_setup import log_context
 from engine.contracts import Failure, MessageError, ResultMessage, TaskMessage
 from engine.settings import Settings
 from workers.registry import HandlerError, Registry, TaskContext, UnknownTaskType
@@ -220,7 +221,7 @@ class Worker:
                                     worker=self.name, started_at=started))
         deadline = time.monotonic() + task.timeout if task.timeout else None
         assert self._pool is not None
-        future = self._pool.submit(self._execute, task, started, deadline)
+        future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
         self._inflight[id(future)] = _InFlight(message, task, started, deadline, future)
         future.add_done_callback(self._done.put)  # runs on the pool thread: only a queue put
 
@@ -259,6 +260,17 @@ class Worker:
         )
 
     # -- per task (on a pool thread) ----------------------------------------------------------
+
+    def _execute_observed(self, task: TaskMessage, started_at: float, deadline: float | None,
+                          headers: dict[str, Any]) -> ResultMessage:
+        """``_execute`` with the task's ids on every log line, an attempt span, and its duration."""
+        with log_context(run_id=task.run_id, task_id=task.task_id, step=task.step, attempt=task.attempt), \
+                tracing.span(f"attempt {task.step or task.task_type}", traceparent=headers.get(tracing.HEADER),
+                             attributes={"flow.task_id": task.task_id, "flow.attempt": task.attempt,
+                                         "flow.task_type": task.task_type, "flow.run_id": task.run_id}):
+            result = self._execute(task, started_at, deadline)
+        metrics.WORKER_TASK_DURATION.labels(task.task_type, result.status).observe(time.time() - started_at)
+        return result
 
     def _execute(self, task: TaskMessage, started_at: float, deadline: float | None) -> ResultMessage:
         context = TaskContext(
