@@ -92,6 +92,11 @@ from engine import cli_auth  # noqa: E402  (registers `flow token` and `flow use
 cli_auth.register(main)
 
 
+from engine import cli_ops  # noqa: E402  (registers `flow prune`)
+
+cli_ops.register(main)
+
+
 from web.cli import add_serve_command  # noqa: E402  (registers `flow serve`; Flask loads only when it runs)
 
 add_serve_command(main)

@@ -54,6 +54,12 @@ def _setup_logging(settings: Settings, level: int = logging.INFO) -> None:
     setup_logging(settings, level)
 
 
+def _metrics_server(settings: Settings, role: str) -> None:
+    from engine.metrics import start_metrics_server  # FLOW_METRICS_PORT (0 = off)
+
+    start_metrics_server(settings, role)
+
+
 def _redact(url: str) -> str:
     from engine.coordinator import _redact as redact
 
@@ -457,6 +463,7 @@ def coordinator(batch_size: int, batch_wait_ms: float) -> None:
             "would never see a worker; set BROKER_URL (or RABBITMQ_HOST), or use `flow up`"
         )
     store = _open_store(settings)
+    _metrics_server(settings, "coordinator")
     stop = threading.Event()
     _stop_on_signals(stop)
     broker = Broker(settings)
@@ -482,6 +489,7 @@ def up(concurrency: int, no_web: bool) -> None:
     store = _open_store(settings, upgrade=True)
     threads = _Threads()
     _stop_on_signals(threads.stop)
+    _metrics_server(settings, "up")
     _start_engine(threads, settings, store, concurrency=concurrency, grace=30.0)
     _start_scheduler(threads, settings, store)
     server = None if no_web else _start_web(threads, settings, store)

@@ -69,8 +69,11 @@ def scheduler(limit: int) -> None:
 
     settings = _settings()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        from engine.logging_setup import setup_logging
+        from engine.metrics import start_metrics_server
+
+        setup_logging(settings)
+        start_metrics_server(settings, "scheduler")
     engine = _engine(settings)
     store = Store(engine, lease_seconds=settings.lease_seconds)
     schedules = ScheduleStore(engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +27,9 @@ MAX_SLEEP = 1.0
 MIN_SLEEP = 0.01
 # After a database error, wait before trying again (PostgreSQL restarting, a network blip).
 ERROR_BACKOFF = 2.0
+# FLOW_RETENTION_DAYS: seconds between prunes, and how long a stopping scheduler waits for one.
+PRUNE_INTERVAL = 3600.0
+PRUNE_JOIN = 10.0
 
 
 class Scheduler:
@@ -44,6 +47,9 @@ class Scheduler:
             schedules.catchup_window = settings.catchup_window_seconds
         self.limit = limit
         self.totals = FireOutcome()
+        self.retention_days = settings.retention_days if settings is not None else 0.0
+        self._pruner: threading.Thread | None = None
+        self._next_prune = 0.0
 
     @classmethod
     def from_store(cls, store: Any, settings: Settings, clock: Callable[[], float] = time.time) -> "Scheduler":
@@ -73,9 +79,31 @@ class Scheduler:
             except SQLAlchemyError as exc:
                 log.warning("scheduler pass failed, retrying in %.0f s: %s", ERROR_BACKOFF, exc)
                 delay = ERROR_BACKOFF
+            self._maybe_prune(stop)
             if delay > 0:
                 stop.wait(delay)
+        if self._pruner is not None:
+            self._pruner.join(PRUNE_JOIN)  # it stops after its batch in progress
         log.info("scheduler stopped")
+
+    def _maybe_prune(self, stop: threading.Event) -> None:
+        """FLOW_RETENTION_DAYS: prune old finished work every PRUNE_INTERVAL, in a thread of its own
+        so that a long prune never delays a fire (see ``engine.store_prune``)."""
+        if not self.retention_days or time.monotonic() < self._next_prune:
+            return
+        if self._pruner is not None and self._pruner.is_alive():
+            return
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
+        from engine.store_prune import prune
+
+        def body() -> None:
+            try:
+                prune(self.schedules.engine, timedelta(days=self.retention_days), should_stop=stop.is_set)
+            except SQLAlchemyError as exc:
+                log.warning("retention prune failed; next try in %.0f s: %s", PRUNE_INTERVAL, exc)
+
+        self._pruner = threading.Thread(target=body, name="flow-prune", daemon=True)
+        self._pruner.start()
 
     def _until_next_fire(self) -> float:
         due = self.schedules.next_due_at()

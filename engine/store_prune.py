@@ -28,6 +28,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Select, Table, delete, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from engine import metrics
 from engine.models import DeadLetter, Run, ScheduleFire, Task, TaskLog
 from engine.states import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES
 
@@ -222,6 +223,9 @@ def prune(
                 break
             if pause:
                 time.sleep(pause)
+    for table, n in result.deleted.items():
+        if n:
+            metrics.PRUNED.labels(table).inc(n)
     log.info("pruned before %s: %s", result.cutoff.isoformat(),
              ", ".join(f"{k} {v}" for k, v in result.deleted.items()))
     return result

@@ -40,6 +40,10 @@ def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
         raise click.ClickException("the database is not at the newest schema; run `flow db upgrade` first")
     if not settings.api_token and not settings.embedded:
         click.echo("warning: FLOW_API_TOKEN is not set: every mutation will be refused with 401", err=True)
+    if not logging.getLogger().handlers:
+        from engine.logging_setup import setup_logging
+
+        setup_logging(settings)
     app = create_app(settings=settings)
     host = host or _default_host(settings)
     port = port or settings.port

@@ -55,7 +55,11 @@ def add_worker_command(group: click.Group) -> click.Command:
             settings = Settings.from_env()
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from engine.logging_setup import setup_logging
+        from engine.metrics import start_metrics_server
+
+        setup_logging(settings)
+        start_metrics_server(settings, "worker")
         click.echo(f"flow worker: consuming {', '.join(task_types)} with {concurrency} threads", err=True)
         run_worker(settings, task_types, concurrency, grace_period=grace_period)
 

@@ -45,3 +45,30 @@ def health() -> Response:
     if down:
         body["error"] = {"code": "unavailable", "message": f"Down: {', '.join(down)}.", "details": checks}
     return json_response(body, 503 if down else 200)
+
+
+@bp.get("/ready")
+@operation(
+    "Readiness: the database is reachable and its schema is at this version's newest migration",
+    tag="health",
+    role="public",
+    responses={200: ("Ready to serve", "Health"), 503: ("Not ready (database down or migrations pending)", "Health")},
+    description="For load balancers and orchestrators: 503 until `flow db upgrade` has run. The "
+                "broker is not checked here (see `/api/health`): the API accepts work while it is "
+                "down, the outbox keeps the messages.",
+)
+def ready() -> Response:
+    from engine.db import current_revision, head_revision
+
+    flow = services()
+    checks: dict[str, Any] = {"database": _check("database", lambda: ping_database(flow.db))}
+    try:
+        current, head = current_revision(flow.db), head_revision()
+        checks["migrations"] = {"status": "up" if current == head else "down", "current": current, "head": head}
+    except Exception as exc:  # the database went away between the two checks
+        checks["migrations"] = {"status": "down", "error": type(exc).__name__}
+    down = [name for name, check in checks.items() if check["status"] != "up"]
+    body: dict[str, Any] = {"status": "down" if down else "ok", "checks": checks}
+    if down:
+        body["error"] = {"code": "unavailable", "message": f"Not ready: {', '.join(down)}.", "details": checks}
+    return json_response(body, 503 if down else 200)
