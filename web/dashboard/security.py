@@ -1,0 +1,134 @@
+"""Login, CSRF and the security headers of the dashboard.
+
+- The session (a signed cookie keyed by ``FLOW_SECRET_KEY``) holds the user, the role and a CSRF
+  token. A page needs a login; an htmx request without one is told to load the login page.
+- Every mutating request (anything but GET/HEAD/OPTIONS) needs the token, as the ``csrf_token`` form
+  field or the ``X-CSRF-Token`` header that htmx sends (``hx-headers`` on ``<body>``); else 400.
+  GET never mutates, so a link or an ``<img>`` elsewhere cannot act for the user.
+- Mutations need the ``operator`` or ``admin`` role; ``viewer`` reads only.
+- The Content-Security-Policy allows scripts, styles and images from this origin only: no inline
+  script, no inline style (htmx is told not to inject its indicator style, see ``layout.html``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+
+from engine.errors import Conflict, IllegalTransition, InvalidParams, NotFound
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+OPEN_ENDPOINTS = frozenset({"dashboard.auth.login"})
+ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
+
+CSP = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+))
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, made on first use."""
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def current_user() -> dict[str, str] | None:
+    user = session.get("user")
+    return {"username": user, "role": session.get("role", "viewer")} if user else None
+
+
+def can_act() -> bool:
+    """Whether the logged-in user may mutate (operator or admin)."""
+    user = current_user()
+    return bool(user) and ROLE_RANK.get(user["role"], 0) >= ROLE_RANK["operator"]  # type: ignore[index]
+
+
+def log_in(username: str, role: str) -> None:
+    """A fresh session (no fixation): the user, the role and a new CSRF token."""
+    session.clear()
+    session["user"] = username
+    session["role"] = role
+    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def require_login() -> Response | None:
+    """``before_request``: send an anonymous visitor to the login page."""
+    if request.endpoint in OPEN_ENDPOINTS or current_user():
+        return None
+    target = url_for("dashboard.auth.login", next=request.full_path if request.method == "GET" else None)
+    if request.headers.get("HX-Request"):
+        response = Response(status=401)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target, 303)  # type: ignore[return-value]
+
+
+def check_csrf() -> None:
+    """``before_request``: refuse a mutating request without the session's token (400), and one by a
+    viewer (403)."""
+    if request.method in SAFE_METHODS:
+        return
+    expected = session.get(CSRF_FIELD)
+    given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+    if not expected or not hmac.compare_digest(str(expected).encode(), given.encode()):
+        abort(400, "The form has expired or did not come from this dashboard (CSRF token missing or "
+                   "wrong). Reload the page and try again.")
+    if request.endpoint not in OPEN_ENDPOINTS and request.endpoint != "dashboard.auth.logout" and not can_act():
+        abort(403, "Your role can only read; ask an admin for the operator role.")
+
+
+def add_headers(response: Response) -> Response:
+    """``after_request`` of the app: the CSP and friends on every non-API answer."""
+    if request.path.startswith("/api/") or request.path == "/api":
+        return response
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith("/static/"):
+        response.vary.add("HX-Request")
+        response.vary.add("Cookie")
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _error_page(status: int, message: str) -> tuple[str, int]:
+    template = "_error.html" if request.headers.get("HX-Request") else "error.html"
+    return render_template(template, status=status, message=message), status
+
+
+def register_error_pages(bp: Blueprint) -> None:
+    """Engine errors and HTTP errors of the dashboard's views as dashboard pages (or fragments)."""
+
+    @bp.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> Any:
+        return _error_page(404, str(exc))
+
+    @bp.errorhandler(IllegalTransition)
+    @bp.errorhandler(Conflict)
+    def conflict(exc: Exception) -> Any:
+        return _error_page(409, str(exc))
+
+    @bp.errorhandler(InvalidParams)
+    def invalid(exc: InvalidParams) -> Any:
+        return _error_page(400, "; ".join(exc.problems))
+
+    @bp.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return _error_page(exc.code or 500, exc.description or exc.name)
