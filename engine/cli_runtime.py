@@ -79,7 +79,7 @@ def _open_store(settings: Settings, *, upgrade: bool | None = None) -> Any:
             f"the database at {_redact(settings.database_url)} is not at the newest schema; "
             "run `flow db upgrade` first"
         )
-    return Store(engine, lease_seconds=settings.lease_seconds)
+    return Store(engine, lease_seconds=settings.lease_seconds, max_deliveries=settings.max_deliveries)
 
 
 def _render_compile_failure(exc: Any, source: str) -> str:

@@ -153,7 +153,8 @@ def run_coordinator(settings: Settings, stop_event: threading.Event, *, task_typ
     from engine.db import make_engine
     from engine.store import Store
 
-    store = Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds)
+    store = Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds,
+                  max_deliveries=settings.max_deliveries)
     broker = Broker(settings)
     try:
         Coordinator(store, broker, settings, task_types=task_types).run(stop_event)

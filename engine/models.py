@@ -157,6 +157,9 @@ class Task(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
     fencing_token: Mapped[int] = mapped_column(Integer)
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Lease expiries of the current attempt: each one re-dispatches the same attempt (same
+    # idempotency key); FLOW_MAX_DELIVERIES of them fail the attempt (class ``timeout``).
+    lease_expiries: Mapped[int] = mapped_column(Integer, server_default="0")
     dispatched_at: Mapped[datetime | None] = mapped_column(Timestamp)
     output: Mapped[Any | None] = mapped_column(JsonType)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

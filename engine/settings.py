@@ -98,6 +98,9 @@ class Settings:
     quorum_queues: bool = False
     prefetch: int = 32
     lease_seconds: float = 60.0
+    # FLOW_MAX_DELIVERIES: lease expiries of one attempt before it fails with class ``timeout``
+    # (each expiry re-dispatches the same attempt with the same idempotency key).
+    max_deliveries: int = 5
     catchup_window_seconds: float = 3600.0
     overload_pending_threshold: int = 10_000
     overload_failed_ratio: float = 0.5
@@ -134,6 +137,7 @@ class Settings:
             quorum_queues=_bool(env, "FLOW_QUORUM_QUEUES", False),
             prefetch=_int(env, "FLOW_PREFETCH", 32, 1),
             lease_seconds=_float(env, "FLOW_LEASE_SECONDS", 60.0, 1.0),
+            max_deliveries=_int(env, "FLOW_MAX_DELIVERIES", 5, 1),
             catchup_window_seconds=_float(env, "FLOW_CATCHUP_WINDOW_SECONDS", 3600.0, 0.0),
             overload_pending_threshold=_int(env, "FLOW_OVERLOAD_PENDING", 10_000, 1),
             overload_failed_ratio=_float(env, "FLOW_OVERLOAD_FAILED_RATIO", 0.5, 0.0),

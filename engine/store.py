@@ -54,6 +54,8 @@ class Store:
         clock: seconds since the epoch; tests inject one to move time.
         rng: the random source of retry jitter (tests pass a seeded one).
         lease_seconds: how long a processing task without a timeout may stay silent.
+        max_deliveries: lease expiries of one attempt (each re-dispatches the same attempt, same
+            idempotency key) before the attempt fails with class ``timeout``.
     """
 
     def __init__(
@@ -63,9 +65,10 @@ class Store:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         lease_seconds: float = 60.0,
+        max_deliveries: int = 5,
     ) -> None:
         self.engine = engine
-        self._ctx = StoreContext(engine, clock, rng, lease_seconds)
+        self._ctx = StoreContext(engine, clock, rng, lease_seconds, max_deliveries)
 
     # --- workflows ------------------------------------------------------------------------------
 

@@ -229,8 +229,9 @@ def cancel_run(ctx: StoreContext, run_id: str) -> None:
 
 
 def retry_run(ctx: StoreContext, run_id: str) -> None:
-    """Retry a failed run from its failed steps: each failed step task starts again at attempt 1
-    (new fencing token); steps behind it run when it completes."""
+    """Retry a failed run from its failed steps: each failed step task starts its next attempt
+    (new idempotency key, new fencing token, a fresh budget of attempts); steps behind it run when
+    it completes."""
     with ctx.engine.begin() as conn:
         now = ctx.now()
         run = _locked_run(ctx, conn, run_id)
@@ -265,14 +266,17 @@ def compensate_run(ctx: StoreContext, run_id: str) -> None:
 
 
 def _restart_tasks(conn: Connection, where: Any, now: datetime, writes: Writes) -> list[dict[str, Any]]:
-    """failed -> pending at attempt 1 with the next fencing token and a new message."""
+    """failed -> pending at the next attempt number (so with a new idempotency key: a target that
+    cached the failed attempt's answer by key must not replay it), the next fencing token and a
+    new message. ``max_attempts`` grows by as much, so the policy allows this attempt."""
     rows = conn.execute(
         update(tasks)
         .where(where, tasks.c.status.in_([s.value for s in task_sources(T.PENDING) if s is T.FAILED]))
         .values(
             status=T.PENDING.value,
-            attempt=1,
+            attempt=tasks.c.attempt + 1,
             fencing_token=tasks.c.fencing_token + 1,
+            lease_expiries=0,
             error=None,
             output=None,
             next_attempt_at=None,
@@ -282,15 +286,22 @@ def _restart_tasks(conn: Connection, where: Any, now: datetime, writes: Writes) 
         )
         .returning(*tasks.c)
     ).mappings().all()
-    for row in rows:
-        queue_log(writes, dict(row), "info", "retried by an operator: attempt 1 again", now)
-        queue_task_message(writes, dict(row), now)
+    restarted = []
+    for found in rows:
+        row = dict(found)
+        # A fresh budget of the policy's attempts, counted from this one.
+        budget = Retry.from_json(row["retry"]).attempts if row["retry"] else 1
+        row["max_attempts"] = int(row["attempt"]) - 1 + max(1, budget)
+        conn.execute(update(tasks).where(tasks.c.id == row["id"]).values(max_attempts=row["max_attempts"]))
+        queue_log(writes, row, "info", f"retried by an operator: attempt {row['attempt']}", now)
+        queue_task_message(writes, row, now)
+        restarted.append(row)
     writes.flush(conn)
-    return [dict(row) for row in rows]
+    return restarted
 
 
 def retry_task(ctx: StoreContext, task_id: str) -> None:
-    """Retry one failed task from attempt 1. Its run, if it had failed, runs again."""
+    """Retry one failed task at its next attempt number. Its run, if it had failed, runs again."""
     with ctx.engine.begin() as conn:
         _retry_task(ctx, conn, task_id)
 
@@ -331,7 +342,7 @@ def _task(conn: Connection, task_id: str) -> dict[str, Any]:
 
 
 def requeue_dead_letter(ctx: StoreContext, dead_letter_id: str) -> str:
-    """Retry the dead letter's task from attempt 1 (see ``retry_task``); the task id."""
+    """Retry the dead letter's task at its next attempt (see ``retry_task``); the task id."""
     with ctx.engine.begin() as conn:
         letter = _open_dead_letter(conn, dead_letter_id, "requeued")
         conn.execute(

@@ -10,7 +10,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -82,6 +82,8 @@ class StoreContext:
     clock: Callable[[], float]
     rng: random.Random | None
     lease_seconds: float
+    # Lease expiries of one attempt before it counts as a failed attempt (FLOW_MAX_DELIVERIES).
+    max_deliveries: int = 5
     # Compiled specs by workflow version id: a version never changes once deployed.
     specs: dict[str, WorkflowSpec] = field(default_factory=dict)
 
@@ -204,7 +206,11 @@ def retry_of(row: dict[str, Any]) -> Retry:
     """A task's retry policy; tasks without one (standalone) retry by the defaults, up to
     ``max_attempts``."""
     if row.get("retry"):
-        return Retry.from_json(row["retry"])
+        policy = Retry.from_json(row["retry"])
+        # An operator's retry continues the attempt numbering and extends ``max_attempts``.
+        if int(row["max_attempts"]) > policy.attempts:
+            policy = replace(policy, attempts=int(row["max_attempts"]))
+        return policy
     return Retry(attempts=int(row["max_attempts"]))
 
 

@@ -19,7 +19,9 @@ from engine.store_common import (
     StoreContext,
     Writes,
     cancel_tasks,
+    cas_task,
     lock_runs,
+    queue_log,
     queue_task_message,
     runs,
     tasks,
@@ -33,8 +35,9 @@ T = TaskStatus
 def run_timers(ctx: StoreContext, limit: int = 500) -> BatchOutcome:
     """One timer pass; at most ``limit`` items of each kind (call again while it returns work)."""
     retried = _due_retries(ctx, limit)
-    expired, lease_runs = _expired_leases(ctx, limit)
+    # Deadlines first: a task of a run past its deadline is cancelled, not delivered again.
     timed_out = _deadlines(ctx, limit)
+    expired, lease_runs = _expired_leases(ctx, limit)
     return BatchOutcome(retried + expired + len(timed_out), 0, tuple(sorted(lease_runs | timed_out)))
 
 
@@ -61,6 +64,7 @@ def _due_retries(ctx: StoreContext, limit: int) -> int:
                 attempt=tasks.c.attempt + 1,
                 fencing_token=tasks.c.fencing_token + 1,
                 next_attempt_at=None,
+                lease_expiries=0,
                 dispatched_at=now,
                 updated_at=now,
             )
@@ -74,7 +78,9 @@ def _due_retries(ctx: StoreContext, limit: int) -> int:
 
 
 def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
-    """``processing`` tasks whose worker went silent: a failed attempt of class ``timeout``."""
+    """``processing`` tasks whose worker went silent: the same attempt is delivered again (same
+    idempotency key, next fencing token); the ``max_deliveries``-th expiry of an attempt is a failed
+    attempt of class ``timeout`` (retry policy, then dead letter): the poison-task bound."""
     with ctx.engine.begin() as conn:
         now = ctx.now()
         expired = (
@@ -99,11 +105,39 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
         touched: set[str] = set()
         for found in conn.execute(statement).mappings().all():
             row = dict(found)
+            expiries = int(row.get("lease_expiries") or 0) + 1
             lease = row["timeout"] or ctx.lease_seconds
+            if expiries < ctx.max_deliveries:
+                # The same attempt again: same idempotency key (a target that saw the first
+                # delivery answers from its cache), next fencing token (the silent worker's
+                # result, if it comes, is refused).
+                new = cas_task(
+                    conn, row["id"], {T.PROCESSING},
+                    {
+                        "status": T.PENDING.value,
+                        "fencing_token": row["fencing_token"] + 1,
+                        "lease_expires_at": None,
+                        "lease_expiries": expiries,
+                        "dispatched_at": now,
+                        "updated_at": now,
+                    },
+                    row["fencing_token"],
+                )
+                if new is not None:
+                    failed += 1
+                    queue_log(
+                        writes, new, "warning",
+                        f"attempt {new['attempt']}: no result within the lease ({lease:g}s plus grace); "
+                        f"delivered again with the same idempotency key (lease expiry {expiries} of "
+                        f"{ctx.max_deliveries})",
+                        now, data={"lease_expiries": expiries},
+                    )
+                    queue_task_message(writes, new, now)
+                continue
             failure = Failure(
                 "timeout",
-                f"no result within the task's lease ({lease:g}s plus grace); the worker is presumed "
-                "lost and its result, if it comes, will be refused",
+                f"no result within the task's lease ({lease:g}s plus grace), {expiries} times in a "
+                "row; the worker is presumed lost and its result, if it comes, will be refused",
                 retryable=True,
             )
             new = fail_attempt(

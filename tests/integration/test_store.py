@@ -395,7 +395,9 @@ def test_retry_run_restarts_the_failed_step(store: Store) -> None:
     store.retry_run(run_id)
 
     (again,) = tasks_of(relay(store))
-    assert (again.task_id, again.attempt, again.fencing_token) == (task.task_id, 1, 2)
+    # The next attempt number (a new idempotency key: the target may have cached the failure)
+    assert (again.task_id, again.attempt, again.fencing_token) == (task.task_id, 2, 2)
+    assert again.idempotency_key == f"{task.task_id}:2"
     assert store.get_run(run_id)["status"] == "running"
     assert store.get_run(run_id)["error"] is None
     complete(store, again, {"ok": 1})
@@ -414,20 +416,55 @@ def test_expired_lease_refuses_the_late_result(store: Store, clock: Clock) -> No
     # Given the worker goes silent past its lease (30 s default + grace)
     clock.advance(60)
     assert store.run_timers().applied == 1
+    # Then the same attempt is delivered again: same idempotency key, next fencing token
     task = store.get_task(charge.task_id)
-    assert task["status"] == "retrying" and task["error"]["type"] == "timeout"
+    assert task["status"] == "pending" and task["attempt"] == 1
+    (again,) = tasks_of(relay(store))
+    assert (again.attempt, again.idempotency_key) == (1, charge.idempotency_key)
+    assert again.fencing_token == charge.fencing_token + 1
 
-    # When its result finally arrives, it is refused (old fencing token)
+    # When the silent worker's result finally arrives, it is refused (old fencing token)
     outcome = store.apply_results([result(charge, "completed", {"id": "late"})])
     assert (outcome.applied, outcome.dropped) == (0, 1)
 
-    # and the next attempt goes out with a newer token, whose result counts
-    clock.advance(30)
-    store.run_timers()
-    (again,) = tasks_of(relay(store))
-    assert again.attempt == 2 and again.fencing_token > charge.fencing_token
+    # and the redelivery's result counts
     complete(store, again, {"id": "CH"})
     assert store.get_task(charge.task_id)["output"] == {"id": "CH"}
+
+
+def test_lease_expiries_are_bounded_then_a_timeout_failure(engine: Engine, clock: Clock) -> None:
+    store = Store(engine, clock=clock, rng=random.Random(7), lease_seconds=30.0, max_deliveries=3)
+    store.deploy(SAGA, "saga.flow")
+    store.start_run("saga", {"order": "o-5"})
+    (message,) = tasks_of(relay(store))
+    keys = {message.idempotency_key}
+    # Given a worker that takes the task and goes silent, delivery after delivery
+    for expiry in (1, 2):
+        store.apply_results([result(message, "started")])
+        clock.advance(60)
+        assert store.run_timers().applied == 1
+        (message,) = tasks_of(relay(store))
+        keys.add(message.idempotency_key)
+        assert _lease_expiries(engine, message.task_id) == expiry
+    assert keys == {f"{message.task_id}:1"}, "every delivery of attempt 1 has one key"
+    # When the third lease of the attempt expires, the attempt fails with class timeout
+    store.apply_results([result(message, "started")])
+    clock.advance(60)
+    store.run_timers()
+    task = store.get_task(message.task_id)
+    assert task["status"] == "retrying" and task["error"]["type"] == "timeout"
+    clock.advance(30)
+    store.run_timers()
+    (next_attempt,) = tasks_of(relay(store))
+    assert next_attempt.attempt == 2 and next_attempt.idempotency_key == f"{message.task_id}:2"
+    assert _lease_expiries(engine, message.task_id) == 0
+
+
+def _lease_expiries(engine: Engine, task_id: str) -> int:
+    from sqlalchemy import text as sql
+
+    with engine.connect() as conn:
+        return int(conn.execute(sql("SELECT lease_expiries FROM tasks WHERE id = :id"), {"id": task_id}).scalar_one())
 
 
 def test_duplicate_results_are_dropped(store: Store) -> None:
