@@ -219,7 +219,9 @@ def prune(
             result.batches += 1
             if on_batch is not None:
                 on_batch(stage, picked)
-            if picked < batch_size:
+            # A short batch means the stage is done, except for runs: deleting child runs may
+            # have freed their parents, so that stage goes on until a batch finds nothing.
+            if picked == 0 or (picked < batch_size and stage != "runs"):
                 break
             if pause:
                 time.sleep(pause)
