@@ -120,15 +120,15 @@ class HtmxRegions(HTMLParser):
         self.marker = marker
         self.stack: list[tuple[str, bool]] = []
         self.found: list[bool] = []
-        self.attributes: list[tuple[str, str | None]] = []
+        self.attributes: list[tuple[str, str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.attributes.extend((tag, f"{k}={v}") for k, v in attrs)
+        self.attributes.extend((tag, k, v) for k, v in attrs)
         if tag not in self.VOID:
             self.stack.append((tag, any(k == "hx-disable" for k, _ in attrs)))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.attributes.extend((tag, f"{k}={v}") for k, v in attrs)
+        self.attributes.extend((tag, k, v) for k, v in attrs)
 
     def handle_endtag(self, tag: str) -> None:
         for index in range(len(self.stack) - 1, -1, -1):
@@ -149,7 +149,9 @@ def hostile_text_is_inert(html: str, marker: str = "window.pwned") -> int:
     parser = HtmxRegions(marker)
     parser.feed(html)
     assert all(parser.found), "hostile text outside an hx-disable region"
-    assert not [a for a in parser.attributes if "/runs/x/cancel" in (a[1] or "")]
+    # the hostile markup may be the value of an attribute (an input's value), never markup
+    assert not [a for a in parser.attributes if a[1].startswith("hx-") and "/runs/x/cancel" in (a[2] or "")]
+    assert not [a for a in parser.attributes if a[0] == "img" and a[2] == "x"]
     scripts = re.findall(r"<script\b[^>]*>", html)
     assert all("src=" in s for s in scripts), scripts
     return len(parser.found)
