@@ -247,7 +247,8 @@ def test_a_run_completes_step_by_step(store: Store, engine: Engine) -> None:
                         "created_at", "started_at", "finished_at", "steps"}
     assert [s["name"] for s in doc["steps"]] == ["a", "b", "c"]
     for step in doc["steps"]:
-        assert set(step) == {"name", "status", "attempts", "output", "error", "started_at", "finished_at"}
+        assert set(step) == {"name", "task_id", "status", "attempts", "output", "error", "started_at",
+                             "finished_at"}
         assert (step["status"], step["attempts"], step["error"]) == ("completed", 1, None)
     assert doc["finished_at"] is not None
     logs = store.task_logs(run_id=run_id)
