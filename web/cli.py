@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -53,8 +54,20 @@ def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
     from waitress import serve as waitress_serve
 
     click.echo(f"flow serve: listening on http://{host}:{port} (API under /api)", err=True)
+    _stop_on_sigterm()
     waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=2 * 1024 * 1024,
                    ident="flow")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops waitress like Ctrl-C: its loop catches KeyboardInterrupt, lets the request
+    threads finish their request, and ``serve`` returns (exit status 0)."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        log.info("received SIGTERM; stopping after the requests in progress")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def add_serve_command(group: click.Group) -> None:
