@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
 from dsl import ast, scan
@@ -20,11 +20,15 @@ from dsl.builder import AstBuilder
 from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSyntaxError, error
 from dsl.spec import Span
 
+_BUILDER = AstBuilder()
+# Built once. The builder runs inside the parse (no parse tree); it needs every token to know where
+# each node starts and ends, which is why positions are not propagated by lark.
 _LARK = Lark(
     Path(__file__).with_name("flow.lark").read_text(encoding="utf-8"),
     parser="lalr",
     strict=True,
-    propagate_positions=True,
+    keep_all_tokens=True,
+    transformer=_BUILDER,
     start=["start", "expr"],
 )
 
@@ -105,23 +109,13 @@ def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -
 
 
 def _parse_chunk(text: str, filename: str) -> tuple[ast.File, list[Diagnostic]]:
-    builder = AstBuilder(filename, lambda inner, line, col: _parse_tree(_pad(inner, line, col), filename, "expr"))
-    tree = _parse_tree(text, filename, "start")
-    try:
-        result = builder.transform(tree)
-    except VisitError as exc:
-        raise _unwrap(exc) from None
-    return result, builder.diagnostics
+    with _BUILDER.session(filename, lambda inner, line, col: _parse_tree(_pad(inner, line, col), filename, "expr")) as state:
+        result = _parse_tree(text, filename, "start")
+    return result, state.diagnostics
 
 
 def _pad(text: str, line: int, column: int) -> str:
     return "\n" * (line - 1) + " " * (column - 1) + text
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, VisitError):
-        exc = exc.orig_exc
-    return exc
 
 
 def _parse_tree(text: str, filename: str, start: str) -> Any:
