@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,6 +29,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.compile_bench
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .flow .pytest_cache

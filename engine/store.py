@@ -29,9 +29,11 @@ from sqlalchemy import Engine
 
 from engine import (
     store_auth,
+    store_bulk,
     store_commands,
     store_compensate,
     store_deploy,
+    store_internal,
     store_outbox,
     store_queries,
     store_results,
@@ -108,6 +110,18 @@ class Store:
             scheduled_at=scheduled_at, parent_run_id=parent_run_id,
         )
 
+    def start_runs(
+        self,
+        workflow: str,
+        params_list: Sequence[dict[str, Any] | None],
+        *,
+        version: int | None = None,
+    ) -> list[str]:
+        """Start one run per params entry in one transaction (bulk submission); the run ids.
+
+        Raises NotFound or InvalidParams (then nothing is started)."""
+        return store_bulk.start_runs(self._ctx, workflow, params_list, version=version)
+
     def create_task(
         self,
         task_type: str,
@@ -155,6 +169,24 @@ class Store:
     def discard_dead_letter(self, dead_letter_id: str) -> None:
         """Close a dead letter without retrying. Raises NotFound or IllegalTransition."""
         store_commands.discard_dead_letter(self._ctx, dead_letter_id)
+
+    def approve_step(
+        self,
+        run_id: str,
+        step: str,
+        approved: bool,
+        by: str,
+        comment: str | None = None,
+        *,
+        item: int | None = None,
+    ) -> list[str]:
+        """Answer a waiting ``approval`` step (a rejection completes it too, ``approved: false``);
+        the task ids answered. Raises NotFound or IllegalTransition (the step is not waiting)."""
+        return store_internal.approve_step(self._ctx, run_id, step, approved, by, comment, item)
+
+    def token_name(self, token: str) -> str | None:
+        """The name of an active API token, else None."""
+        return store_internal.token_name(self._ctx, token)
 
     # --- coordinator ----------------------------------------------------------------------------
 

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select, text
 
 from engine.store_common import OutboxMessage, StoreContext, outbox
+
+
+# The channel a command notifies (PostgreSQL ``NOTIFY``, delivered at commit) when it put messages
+# in the outbox without a coordinator knowing: a coordinator ``LISTEN``s and relays them at once
+# instead of at its next poll.
+OUTBOX_CHANNEL = "flow_outbox"
+
+
+def notify_outbox(ctx: StoreContext, conn: Connection) -> None:
+    """Wake the coordinators' relays when this transaction commits (PostgreSQL; else a no-op)."""
+    if ctx.is_postgres:
+        conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
 def relay_outbox(

@@ -1,0 +1,607 @@
+"""Flow against Celery on the same RabbitMQ and PostgreSQL, and against the raw limits of both.
+
+Run: ``python -m bench.run [--quick] [--concurrency N] [--no-celery] [--json FILE]``
+(``make bench``). Needs PostgreSQL (``BENCH_PG``, default ``postgresql://postgres@127.0.0.1:5432``)
+and RabbitMQ (``BENCH_AMQP``, default ``amqp://guest:guest@127.0.0.1:5672``, plus ``rabbitmqctl``
+to create a fresh vhost). Celery comes from the ``bench`` extra (``pip install -e '.[bench]'``).
+
+Every system runs as separate processes: ``flow coordinator`` and ``flow worker --queues noop``;
+``celery worker -P prefork`` (``task_acks_late=True``) once with the database result backend
+(SQLAlchemy, in the same PostgreSQL server) and once with ``rpc://``. Each workload runs on each
+system in turn (interleaved), in a fresh database and vhost that are dropped at the end:
+
+- W1: 10,000 one-step no-op runs, first submit to all completed;
+- W2: 500 concurrent 3-step chains;
+- W3: fan-out 1 -> 100 -> 1, twenty times one after the other (Celery: a chord);
+- W4: one 3-step chain at a time, 200 times: latency p50/p95 and per-step overhead.
+
+Flow's times come from the database (``runs.created_at`` -> ``finished_at``), Celery's from the
+client (the submit call -> ``AsyncResult.get``/the database result count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg2
+
+from bench.workflows import SOURCES
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+TERMINAL = ("completed", "failed", "cancelled", "compensated", "compensation_failed")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    w1: int
+    w2: int
+    w3_times: int
+    w3_width: int
+    w4: int
+    raw_messages: int
+    raw_commits: int
+
+
+FULL = Sizes(w1=10_000, w2=500, w3_times=20, w3_width=100, w4=200, raw_messages=20_000, raw_commits=3_000)
+QUICK = Sizes(w1=300, w2=30, w3_times=2, w3_width=20, w4=10, raw_messages=2_000, raw_commits=200)
+
+
+@dataclass
+class Figure:
+    """One measured figure of one workload on one system."""
+
+    value: float
+    unit: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+
+class Environment:
+    """A fresh PostgreSQL database (and one for Celery's results) and a fresh RabbitMQ vhost."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.db = f"flow_bench_{tag}"
+        self.celery_db = f"flow_bench_{tag}_celery"
+        self.vhost = f"flow_bench_{tag}"
+        self.flow_url = f"{PG.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{self.db}"
+        self.celery_url = f"db+{PG.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{self.celery_db}"
+        self.amqp_url = f"{AMQP}/{self.vhost}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="flow-bench-"))
+
+    def create(self) -> None:
+        admin = psycopg2.connect(f"{PG}/postgres")
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.db}"')
+            cur.execute(f'CREATE DATABASE "{self.celery_db}"')
+        admin.close()
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)
+
+    def drop(self) -> None:
+        try:
+            admin = psycopg2.connect(f"{PG}/postgres")
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+                cur.execute(f'DROP DATABASE IF EXISTS "{self.celery_db}" WITH (FORCE)')
+            admin.close()
+        finally:
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.vhost], capture_output=True, timeout=60)
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "RABBITMQ_", "FLOW_", "BENCH_"))}
+        env.update({"PYTHONPATH": str(ROOT), "FLOW_LOG_FORMAT": "text"}, **extra)
+        return env
+
+
+def commits(dbname: str) -> int:
+    """Committed transactions of ``dbname`` so far (``pg_stat_database``; the figure lags up to
+    about a second behind busy backends, so callers wait before reading it)."""
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> subprocess.Popen[bytes]:
+        log = open(logdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# -- Flow ----------------------------------------------------------------------------------------
+
+
+class FlowSystem:
+    name = "Flow"
+
+    def __init__(self, env: Environment, procs: Processes, concurrency: int) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        from engine import db
+        from engine.store import Store
+
+        self.env = env
+        db.upgrade(env.flow_url)
+        # NullPool: each submission ends its backend, so its commits reach pg_stat at once.
+        self.store = Store(create_engine(env.flow_url, poolclass=NullPool))
+        for name, source in SOURCES.items():
+            self.store.deploy(source, f"{name}.flow")
+        child = env.child_env(DATABASE_URL=env.flow_url, BROKER_URL=env.amqp_url)
+        flow = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+        self.coordinator = procs.start("flow-coordinator", [*flow, "coordinator"], child, env.tmp)
+        self.worker = procs.start("flow-worker", [*flow, "worker", "--queues", "noop", "--concurrency",
+                                                  str(concurrency)], child, env.tmp)
+        self.poll = psycopg2.connect(f"{PG}/{env.db}")  # reads only, each ended by a rollback
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        with self.poll.cursor() as cur:
+            cur.execute(sql, args)
+            row = cur.fetchone()
+        self.poll.rollback()  # not a commit: pg_stat's xact_commit counts only the engine's
+        return row
+
+    def ready(self, timeout: float = 60.0) -> None:
+        run_id = self.store.start_run("bench_one", {"i": 0})
+        self._wait_runs([run_id], timeout)
+
+    def _wait_runs(self, ids: list[str], timeout: float, interval: float = 0.005) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            (done,) = self._query("SELECT count(*) FROM runs WHERE id = ANY(%s) AND status = ANY(%s)",
+                                  (ids, list(TERMINAL)))
+            if done == len(ids):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Flow: {done}/{len(ids)} runs finished after {timeout}s (logs in {self.env.tmp})")
+            time.sleep(interval)
+
+    def _wait_since(self, since: datetime, count: int, timeout: float) -> tuple[float, int]:
+        """Wait until ``count`` runs created since ``since`` ended; (last finished_at - since, failures)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done, failed, last = self._query(
+                "SELECT count(*), count(*) FILTER (WHERE status <> 'completed'), max(finished_at) "
+                "FROM runs WHERE created_at >= %s AND status = ANY(%s)", (since, list(TERMINAL)))
+            if done >= count:
+                return (last - since).total_seconds(), failed
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Flow: {done}/{count} runs finished after {timeout}s (logs in {self.env.tmp})")
+            time.sleep(0.02)
+
+    def throughput(self, workflow: str, params: list[dict[str, Any]], steps_per_run: int,
+                   timeout: float) -> Figure:
+        since = datetime.now(timezone.utc)
+        for start in range(0, len(params), 500):
+            self.store.start_runs(workflow, params[start:start + 500])
+        seconds, failed = self._wait_since(since, len(params), timeout)
+        return Figure(len(params) * steps_per_run / seconds, "steps/s",
+                      {"seconds": seconds, "failed": failed, "steps": len(params) * steps_per_run})
+
+    def sequential(self, workflow: str, params: dict[str, Any], times: int, timeout: float) -> list[float]:
+        """Run ``workflow`` ``times`` times one after the other; each run's latency (s, database)."""
+        latencies = []
+        for _ in range(times):
+            run_id = self.store.start_run(workflow, params)
+            self._wait_runs([run_id], timeout, interval=0.002)
+            (latency,) = self._query(
+                "SELECT EXTRACT(EPOCH FROM finished_at - created_at) FROM runs WHERE id = %s", (run_id,))
+            latencies.append(float(latency))
+        return latencies
+
+    def close(self) -> None:
+        self.poll.close()
+
+
+# -- Celery --------------------------------------------------------------------------------------
+
+
+class CelerySystem:
+    def __init__(self, env: Environment, procs: Processes, concurrency: int, backend: str) -> None:
+        from bench.celery_app import make_app
+
+        self.env = env
+        self.backend = backend
+        self.name = f"Celery {backend}"
+        url = env.celery_url if backend == "db" else "rpc://"
+        queue = f"bench.{backend}"
+        self.app = make_app(env.amqp_url, url, queue)
+        self.noop = self.app.tasks["bench.noop"]
+        child = env.child_env(BENCH_BROKER=env.amqp_url, BENCH_BACKEND=url, BENCH_QUEUE=queue)
+        self.proc = procs.start(
+            f"celery-{backend}",
+            [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork",
+             "-c", str(concurrency), "-Q", queue, "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "warning", "-n", f"{backend}@%h"],
+            child, env.tmp)
+
+    def ready(self, timeout: float = 60.0) -> None:
+        self.noop.delay(0).get(timeout=timeout)
+
+    def _get(self, result: Any, timeout: float) -> Any:
+        # The database backend polls: 5 ms keeps the client's delay small against the figures.
+        if self.backend == "db":
+            return result.get(timeout=timeout, interval=0.005)
+        return result.get(timeout=timeout)
+
+    def throughput(self, signatures: list[Any], steps_per_item: int, timeout: float) -> Figure:
+        start = time.monotonic()
+        results = [sig.apply_async() for sig in signatures]
+        for result in results:
+            self._get(result, timeout)
+        seconds = time.monotonic() - start
+        steps = len(signatures) * steps_per_item
+        return Figure(steps / seconds, "steps/s", {"seconds": seconds, "steps": steps})
+
+    def sequential(self, make: Callable[[], Any], times: int, timeout: float) -> list[float]:
+        latencies = []
+        for _ in range(times):
+            start = time.monotonic()
+            self._get(make().apply_async(), timeout)
+            latencies.append(time.monotonic() - start)
+        return latencies
+
+    def close(self) -> None:
+        pass
+
+
+# -- raw limits ----------------------------------------------------------------------------------
+
+
+def raw_broker(env: Environment, count: int) -> float:
+    """Small persistent messages published with pipelined confirms (batches of 500) and consumed
+    with manual acks on a second connection, at once: messages per second end to end."""
+    import amqp
+
+    host = AMQP.split("@", 1)[1]
+    queue = "bench.raw"
+    body = b'{"v":1,"task_id":"00000000-0000-0000-0000-000000000000","status":"completed"}'
+
+    def connect() -> Any:
+        conn = amqp.Connection(host=host, userid="guest", password="guest", virtual_host=env.vhost)
+        conn.connect()
+        return conn
+
+    setup = connect()
+    setup.channel().queue_declare(queue, durable=True, auto_delete=False)
+    setup.close()
+    got = 0
+    done = threading.Event()
+
+    def consume() -> None:
+        nonlocal got
+        conn = connect()
+        channel = conn.channel()
+        channel.basic_qos(0, 500, False)
+
+        def on_message(message: Any) -> None:
+            nonlocal got
+            channel.basic_ack(message.delivery_tag)
+            got += 1
+
+        channel.basic_consume(queue, callback=on_message)
+        while got < count:
+            try:
+                conn.drain_events(timeout=1)
+            except TimeoutError:
+                pass
+            except Exception:
+                if got >= count:
+                    break
+        done.set()
+        conn.close()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    time.sleep(0.2)
+    conn = connect()
+    channel = conn.channel()
+    channel.confirm_select()
+    pending: set[int] = set()
+    channel.events["basic_ack"].add(
+        lambda tag, multiple: pending.difference_update([t for t in pending if t <= tag] if multiple else [tag]))
+    start = time.monotonic()
+    tag = 0
+    for first in range(0, count, 500):
+        for _ in range(min(500, count - first)):
+            channel.basic_publish(amqp.Message(body, delivery_mode=2, content_type="application/json"),
+                                  exchange="", routing_key=queue)
+            tag += 1
+            pending.add(tag)
+        while pending:
+            conn.drain_events(timeout=30)
+    done.wait(120)
+    seconds = time.monotonic() - start
+    conn.close()
+    return count / seconds
+
+
+def raw_commits(env: Environment, count: int) -> float:
+    """Single-row INSERT commits on one connection (synchronous commit, as the engine uses)."""
+    conn = psycopg2.connect(f"{PG}/{env.celery_db}")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS bench_raw (id serial PRIMARY KEY, v text)")
+        start = time.monotonic()
+        for i in range(count):
+            cur.execute("INSERT INTO bench_raw (v) VALUES (%s)", (str(i),))
+        seconds = time.monotonic() - start
+    conn.close()
+    return count / seconds
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+@contextmanager
+def _timed(label: str) -> Iterator[None]:
+    start = time.monotonic()
+    print(f"  {label} ...", end="", flush=True, file=sys.stderr)
+    yield
+    print(f" {time.monotonic() - start:.1f}s", file=sys.stderr)
+
+
+def run(sizes: Sizes, concurrency: int, with_celery: bool) -> dict[str, Any]:
+    env = Environment()
+    env.create()
+    procs = Processes()
+    results: dict[str, Any] = {"figures": {}, "raw": {}, "flow": {}, "sizes": sizes.__dict__,
+                               "concurrency": concurrency, "logs": str(env.tmp)}
+    figures: dict[str, dict[str, Figure]] = results["figures"]
+    try:
+        flow = FlowSystem(env, procs, concurrency)
+        systems: list[Any] = [flow]
+        if with_celery:
+            systems += [CelerySystem(env, procs, concurrency, "db"), CelerySystem(env, procs, concurrency, "rpc")]
+        for system in systems:
+            system.ready()
+        time.sleep(1.5)
+        rss_start = rss_kib(flow.coordinator.pid)
+
+        with _timed("raw: kombu publish+consume with confirms"):
+            results["raw"]["msgs_per_s"] = raw_broker(env, sizes.raw_messages)
+        with _timed("raw: single-row PostgreSQL commits"):
+            results["raw"]["commits_per_s"] = raw_commits(env, sizes.raw_commits)
+
+        def flow_workload(key: str, body: Callable[[], Figure], steps: int) -> None:
+            before = commits(env.db)
+            with _timed(f"{key} Flow"):
+                figure = body()
+            time.sleep(1.5)  # pg_stat_database lags behind busy backends by up to a second
+            figure.extra["commits_per_step"] = (commits(env.db) - before) / steps
+            figure.extra["coordinator_rss_kib"] = rss_kib(flow.coordinator.pid)
+            figures.setdefault(key, {})["Flow"] = figure
+
+        def celery_workload(key: str, system: CelerySystem, body: Callable[[], Figure]) -> None:
+            with _timed(f"{key} {system.name}"):
+                figures.setdefault(key, {})[system.name] = body()
+
+        celeries = systems[1:]
+        timeout = 600.0
+        # W1: one-step runs
+        flow_workload("W1", lambda: flow.throughput("bench_one", [{"i": i} for i in range(sizes.w1)], 1, timeout),
+                      sizes.w1)
+        for c in celeries:
+            celery_workload("W1", c, lambda c=c: c.throughput([c.noop.s(i) for i in range(sizes.w1)], 1, timeout))
+        # W2: 3-step chains, all at once
+        flow_workload("W2", lambda: flow.throughput("bench_chain", [{"i": i} for i in range(sizes.w2)], 3, timeout),
+                      sizes.w2 * 3)
+        from celery import chain, chord
+
+        for c in celeries:
+            celery_workload("W2", c, lambda c=c: c.throughput(
+                [chain(c.noop.s(i), c.noop.s(), c.noop.s()) for i in range(sizes.w2)], 3, timeout))
+        # W3: fan-out 1 -> N -> 1, one after the other
+        items = list(range(sizes.w3_width))
+        w3_steps = sizes.w3_times * (sizes.w3_width + 2)
+
+        def w3_flow() -> Figure:
+            latencies = flow.sequential("bench_fan", {"items": items}, sizes.w3_times, timeout)
+            return Figure(sum(latencies), "s", {"per_fan_s": statistics.mean(latencies)})
+
+        flow_workload("W3", w3_flow, w3_steps)
+        for c in celeries:
+            def w3_celery(c: CelerySystem = c) -> Figure:
+                try:
+                    latencies = c.sequential(
+                        lambda: chain(c.noop.si(items), chord([c.noop.si(j) for j in items], c.noop.s())),
+                        sizes.w3_times, timeout)
+                except Exception as exc:  # e.g. a backend without chord support
+                    return Figure(float("nan"), "s", {"error": f"{type(exc).__name__}: {exc}"[:200]})
+                return Figure(sum(latencies), "s", {"per_fan_s": statistics.mean(latencies)})
+
+            celery_workload("W3", c, w3_celery)
+
+        # W4: latency of one 3-step chain at a time
+        def latency_figure(latencies: list[float]) -> Figure:
+            p50 = statistics.median(latencies)
+            return Figure(p50 * 1000, "ms p50", {"p95_ms": percentile(latencies, 0.95) * 1000,
+                                                 "per_step_ms": p50 * 1000 / 3})
+
+        flow_workload("W4", lambda: latency_figure(flow.sequential("bench_chain", {"i": 1}, sizes.w4, timeout)),
+                      sizes.w4 * 3)
+        for c in celeries:
+            celery_workload("W4", c, lambda c=c: latency_figure(
+                c.sequential(lambda: chain(c.noop.s(1), c.noop.s(), c.noop.s()), sizes.w4, timeout)))
+        results["flow"]["rss_start_kib"] = rss_start
+        results["flow"]["rss_end_kib"] = rss_kib(flow.coordinator.pid)
+        for system in systems:
+            system.close()
+    finally:
+        procs.stop()
+        env.drop()
+    return results
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    figures = results["figures"]
+    raw = results["raw"]
+    systems = ["Flow", "Celery db", "Celery rpc"]
+    present = [s for s in systems if any(s in f for f in figures.values())]
+    lower_is_better = {"W3", "W4"}
+    header = ["workload", "unit", *present]
+    header += [f"Flow/{s}" for s in present[1:]]
+    header += ["Flow/raw", "commits/step"]
+    rows = [header]
+    labels = {"W1": "W1 10k one-step", "W2": "W2 500 3-step chains", "W3": "W3 fan 1-100-1 x20 (total)",
+              "W4": "W4 chain latency p50"}
+    for key in ("W1", "W2", "W3", "W4"):
+        by_system = figures.get(key, {})
+        flow = by_system.get("Flow")
+        if flow is None:
+            continue
+        row = [labels[key], flow.unit]
+        row += [_fmt(by_system[s].value) if s in by_system else "-" for s in present]
+        for other in present[1:]:
+            theirs = by_system.get(other)
+            if theirs is None or theirs.value != theirs.value:
+                row.append("n/a")
+            elif key in lower_is_better:
+                row.append(f"{theirs.value / flow.value:.1f}x faster")
+            else:
+                row.append(f"{flow.value / theirs.value:.1f}x")
+        if key in ("W1", "W2"):
+            row.append(f"{flow.value / raw['msgs_per_s']:.0%} msg, {flow.value / raw['commits_per_s']:.1f}x commit")
+        else:
+            row.append("-")
+        row.append(f"{flow.extra['commits_per_step']:.3f}")
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    extra = []
+    w4 = figures.get("W4", {})
+    for name, fig in w4.items():
+        extra.append(f"W4 {name}: p50 {fig.value:.1f} ms, p95 {fig.extra['p95_ms']:.1f} ms, "
+                     f"{fig.extra['per_step_ms']:.2f} ms per step")
+    for name, fig in figures.get("W3", {}).items():
+        if "error" in fig.extra:
+            extra.append(f"W3 {name}: {fig.extra['error']}")
+        else:
+            extra.append(f"W3 {name}: {fig.extra['per_fan_s'] * 1000:.0f} ms per fan-out")
+    extra.append(f"raw limits: {raw['msgs_per_s']:,.0f} msg/s (kombu publish+consume, confirms), "
+                 f"{raw['commits_per_s']:,.0f} commits/s (single-row, one connection)")
+    flow_info = results["flow"]
+    rss_lines = [f"{k}: {figures[k]['Flow'].extra['coordinator_rss_kib'] / 1024:.0f}" for k in figures
+                 if "Flow" in figures[k]]
+    extra.append(f"coordinator RSS MiB: start {flow_info['rss_start_kib'] / 1024:.0f}, after "
+                 + ", after ".join(rss_lines) + f", end {flow_info['rss_end_kib'] / 1024:.0f}")
+    return "\n".join(lines + [""] + extra)
+
+
+def describe_machine() -> str:
+    import celery  # noqa: F401  (optional)
+    import kombu
+    import sqlalchemy
+
+    try:
+        import celery as celery_module
+        celery_version = celery_module.__version__
+    except ImportError:
+        celery_version = "not installed"
+    pg = psycopg2.connect(f"{PG}/postgres")
+    with pg.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg_version = cur.fetchone()[0]
+    pg.close()
+    rabbit = subprocess.run(["rabbitmqctl", "-q", "version"], capture_output=True, text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, PostgreSQL {pg_version}, "
+            f"RabbitMQ {rabbit}, kombu {kombu.__version__}, Celery {celery_version}, SQLAlchemy {sqlalchemy.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds (CI)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="Flow worker threads = Celery prefork processes (default 4)")
+    parser.add_argument("--no-celery", action="store_true", help="Flow and the raw limits only")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    with_celery = not args.no_celery
+    if with_celery:
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            print("Celery is not installed (pip install -e '.[bench]'); running Flow and the raw limits only",
+                  file=sys.stderr)
+            with_celery = False
+    sizes = QUICK if args.quick else FULL
+    print(f"bench: {'quick' if args.quick else 'full'} run, concurrency {args.concurrency}", file=sys.stderr)
+    results = run(sizes, args.concurrency, with_celery)
+    if with_celery:
+        print(describe_machine())
+    print(f"command: python -m bench.run{' --quick' if args.quick else ''} --concurrency {args.concurrency}")
+    print(table(results))
+    if args.json:
+        serialisable = {**results, "figures": {k: {s: {"value": f.value, "unit": f.unit, **f.extra}
+                                                   for s, f in v.items()} for k, v in results["figures"].items()}}
+        Path(args.json).write_text(json.dumps(serialisable, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
