@@ -79,6 +79,9 @@ class Timing:
             if self.at is None:
                 raise ScheduleError("'at' needs a time")
             _require_utc(self.at, "at")
+            if self.at.year < 1970:
+                # Surely a typo; it would also have no instant before it to start a cursor from.
+                raise ScheduleError(f"one-off time {self.at.isoformat()} is before 1970; check the year")
         else:
             raise ScheduleError(f"unknown schedule kind {self.kind!r}: use cron, every or at")
 
@@ -212,7 +215,8 @@ def _newest_between(timing: Timing, after: datetime, before: datetime, limit: in
         return []
     span = timedelta(minutes=1)
     while True:
-        start = max(after, before - span)
+        # Compared as a difference: `before - span` overflows near the start of the calendar.
+        start = after if before - after <= span else before - span
         # The cap only matters for a cron far denser at the start of the stretch than at its
         # end; then the fires kept are not the newest, which costs nothing but the record.
         found = list(islice(_between(timing, start, before), limit * 64))

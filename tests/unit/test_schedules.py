@@ -257,3 +257,27 @@ def test_a_clock_walk_fires_every_time_exactly_once() -> None:
         last = to_fire[-1] if to_fire else last
     assert fired == take(timing, len(fired))
     assert len(set(fired)) == len(fired)
+
+
+def test_a_one_off_time_before_1970_is_refused_not_an_overflow():
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from engine.schedules import ScheduleError, Timing
+
+    now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+    with pytest.raises(ScheduleError, match="before 1970"):
+        Timing(kind="at", anchor=now, at=datetime(1, 1, 1, tzinfo=timezone.utc))
+
+
+def test_a_long_outage_back_to_1970_records_missed_fires_without_overflow():
+    from datetime import datetime, timezone
+
+    from engine.schedules import Timing, due_fires
+
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+    timing = Timing(kind="every", anchor=epoch, every=86400.0)
+    to_fire, missed = due_fires(timing, None, now, 3600.0)
+    assert missed and missed[-1] <= now and not to_fire or to_fire[-1] <= now
