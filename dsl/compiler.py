@@ -6,11 +6,13 @@ dsl/dag.py; this module ties them together per workflow.
 
 from __future__ import annotations
 
+from typing import Any
+
 from dsl import ast
 from dsl.dag import find_cycle, topo_order
 from dsl.declarations import compile_params, compile_schedule
-from dsl.errors import Diagnostic, error, warning
-from dsl.lowering import lower
+from dsl.errors import Diagnostic, error
+from dsl.lowering import NOT_CONSTANT, fold, lower
 from dsl.names import ROOTS, Scope, check_expr
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Let, StepSpec, WorkflowSpec
@@ -77,13 +79,13 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags)
 
     main_names = frozenset(s.name for s in main)
-    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags) for s in main if id(s) in kept]
+    constants = _constants(file_lets + wf_lets, lets)
+    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags, constants=constants) for s in main if id(s) in kept]
     failure_names = main_names | {s.name for s in on_failure}
-    compiled_failure = [compile_step(s, base(failure_names, True), lets, defaults, diags, side_effects_matter=False)
-                        for s in on_failure if id(s) in kept]
+    compiled_failure = [compile_step(s, base(failure_names, True), lets, defaults, diags, side_effects_matter=False,
+                                     constants=constants) for s in on_failure if id(s) in kept]
     steps = _order(compiled, main, diags)
     failure_steps = _order(compiled_failure, on_failure, diags, within=frozenset(s.name for s in on_failure))
-    _never_run_warnings(compiled, main, diags)
 
     output = None
     for out in wf.of_type(ast.Output):
@@ -100,6 +102,17 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         doc=docs[0].text if docs else None, timeout=timeout, on_failure=failure_steps, output=output,
         schedules=schedules, span=wf.loc,
     )
+
+
+def _constants(declared: tuple[ast.Let, ...], kept: dict[str, ast.Let]) -> dict[str, Any]:
+    """The `let`s whose value is known when compiling (literals, and folds of earlier constants)."""
+    values: dict[str, Any] = {}
+    for let in declared:
+        if kept.get(let.name) is let:
+            value = fold(lower(let.expr), values)
+            if value is not NOT_CONSTANT:
+                values[let.name] = value
+    return values
 
 
 def _unique_steps(steps: list[ast.Step], diags: list[Diagnostic]) -> list[ast.Step]:
@@ -139,18 +152,3 @@ def _order(compiled: list[CompiledStep], asts: list[ast.Step], diags: list[Diagn
                            "note: dependencies are `after` plus every `steps.NAME` read outside `compensate`"))
     by_name = {c.spec.name: c.spec for c in compiled}
     return tuple(by_name[n] for n in topo_order(names, deps))
-
-
-def _never_run_warnings(compiled: list[CompiledStep], asts: list[ast.Step], diags: list[Diagnostic]) -> None:
-    never = {c.spec.name for c in compiled if c.never_runs}
-    if not never:
-        return
-    locs = {s.name: s.name_loc for s in asts}
-    by_name = {c.spec.name: c for c in compiled}
-    for name in topo_order([c.spec.name for c in compiled], {c.spec.name: sorted(c.deps) for c in compiled}):
-        if name in never:
-            continue
-        blocked = sorted(d for d in by_name[name].deps if d in never)
-        if blocked:
-            never.add(name)
-            diags.append(warning("W501", f"step `{name}` can never run: it depends on `{blocked[0]}`, which never runs", locs[name]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from dsl import ast
 from dsl.spec import Expr
@@ -67,6 +67,61 @@ def constant(expr: ast.Expr) -> Any:
 
 
 NOT_CONSTANT = _NOT_CONSTANT
+_MAX_FOLD_ITEMS = 1000
+
+
+def fold(tree: Expr, env: Mapping[str, Any]) -> Any:
+    """The value of a lowered expression that reads only names of ``env``, or ``NOT_CONSTANT``.
+
+    ``env`` holds what is known when compiling (constant `let`s, a loop variable bound to one
+    element): ``1 > 2`` and ``not debug`` (with ``let debug = true``) fold; ``params.x`` does not.
+    An expression that fails to evaluate is not constant either: the run reports that error.
+    """
+    if tree["op"] == "lit":
+        return tree["value"]
+    if not _names(tree) <= env.keys():
+        return _NOT_CONSTANT
+    from dsl.evaluator import EvaluationError, evaluate, is_deferred
+
+    try:
+        value = evaluate(tree, env)
+    except (EvaluationError, RecursionError):
+        return _NOT_CONSTANT
+    return _NOT_CONSTANT if is_deferred(value) else value
+
+
+def fold_each(trees: tuple[Expr, Expr | None], var: str, env: Mapping[str, Any]) -> list[Any] | None:
+    """The elements a constant `for each` runs for (``where`` applied), or ``None`` when unknown."""
+    items_tree, where = trees
+    items = fold(items_tree, env)
+    if not isinstance(items, list) or len(items) > _MAX_FOLD_ITEMS:
+        return None
+    if where is None:
+        return items
+    kept = []
+    for item in items:
+        keep = fold(where, {**env, var: item})
+        if not isinstance(keep, bool):  # not constant, or an error the run reports
+            return None
+        if keep is True:
+            kept.append(item)
+    return kept
+
+
+def _names(tree: Any) -> set[str]:
+    """Root names read anywhere in ``tree`` (a lambda's own parameter included: never folded)."""
+    found: set[str] = set()
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("op") == "name":
+                found.add(node["name"])
+            elif node.get("op") != "lit":
+                stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def is_non_boolean(expr: ast.Expr) -> bool:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from dsl import ast
 from dsl.errors import Diagnostic, error, warning
-from dsl.lowering import NOT_CONSTANT, constant, is_non_boolean, lambda_, lower
+from dsl.lowering import NOT_CONSTANT, constant, fold, fold_each, is_non_boolean, lambda_, lower
 from dsl.names import Scope, check_expr, did_you_mean
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Compensation, Expr, ForEach, Retry, StepSpec
@@ -29,7 +28,7 @@ class StepDefaults:
 class CompiledStep:
     spec: StepSpec
     deps: set[str]
-    never_runs: bool
+    never_runs: bool  # provably: `when` folds to false, or `for each` to no element
 
 
 def compile_step(
@@ -39,11 +38,14 @@ def compile_step(
     defaults: StepDefaults,
     diags: list[Diagnostic],
     side_effects_matter: bool = True,
+    constants: Mapping[str, Any] | None = None,
 ) -> CompiledStep:
     """Check ``step`` and lower it; problems go to ``diags``.
 
     ``base`` must share ``diags`` as its ``diagnostics`` and have a fresh ``refs`` for this step.
+    ``constants`` are the values of the `let`s known at compile time (for W501).
     """
+    constants = constants or {}
     singles: dict[type, object] = {}
     for entry in step.entries:
         if isinstance(entry, _SINGLE) or isinstance(entry, (ast.Compensate, ast.CompensateNone)):
@@ -55,7 +57,7 @@ def compile_step(
             singles[kind] = entry
     for_each = singles.get(ast.ForEach)
     loop_var = for_each.var if isinstance(for_each, ast.ForEach) else None
-    scope = dataclasses.replace(base, loop_var=loop_var)
+    scope = base.but(loop_var=loop_var)
 
     config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`")
     after = [e for e in step.entries if isinstance(e, ast.After)]
@@ -71,14 +73,21 @@ def compile_step(
     never_runs = False
     if isinstance(when, ast.When):
         check_expr(when.expr, scope)
+        when_expr = lower(when.expr)
         if is_non_boolean(when.expr):
             diags.append(error("E305", "`when` needs a boolean condition", when.expr.loc, "help: compare it, e.g. `x > 0` or `x != null`"))
-        elif isinstance(when.expr, ast.Literal) and when.expr.value is False:
+        elif fold(when_expr, constants) is False:
             never_runs = True
-            diags.append(warning("W501", f"step `{step.name}` can never run (`when false`)", when.loc))
-        when_expr = lower(when.expr)
+            why = "`when false`" if isinstance(when.expr, ast.Literal) else "its `when` is always false"
+            diags.append(warning("W501", f"step `{step.name}` can never run ({why})", when.loc))
 
     fe_spec = _for_each(for_each, scope, diags) if isinstance(for_each, ast.ForEach) else None
+    if fe_spec is not None and isinstance(for_each, ast.ForEach) and not never_runs:
+        elements = fold_each((fe_spec.items, fe_spec.where), fe_spec.var, constants)
+        if elements == []:
+            never_runs = True
+            why = "`for each` over an empty list" if fold(fe_spec.items, constants) == [] else "`where` is false for every element"
+            diags.append(warning("W501", f"step `{step.name}` can never run ({why})", for_each.loc))
     retry = defaults.retry
     if isinstance(singles.get(ast.RetryClause), ast.RetryClause):
         retry = resolve_retry(singles[ast.RetryClause], lets, diags)  # type: ignore[arg-type]
@@ -118,7 +127,7 @@ def _config(type_name: str, type_loc: object, entries: tuple[ast.Entry, ...], sc
             continue
         lambdas = known.lambdas if known else frozenset()
         is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
-        check_expr(entry.value, dataclasses.replace(scope, item_ok=is_lambda))
+        check_expr(entry.value, scope.but(item_ok=is_lambda) if is_lambda != scope.item_ok else scope)
         if known is not None and entry.key not in known.keys:
             diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
                                *_key_help(entry.key, known)))
@@ -137,7 +146,7 @@ def _key_help(key: str, known: StepType) -> tuple[str, ...]:
 
 
 def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach:
-    check_expr(fe.items, dataclasses.replace(inner, loop_var=None))
+    check_expr(fe.items, inner.but(loop_var=None))
     if fe.where is not None:
         check_expr(fe.where, inner)
         if is_non_boolean(fe.where):
@@ -159,7 +168,7 @@ def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let]
     if not isinstance(clause, ast.Compensate):
         return None
     # `steps.X` read by the undo action are no dependencies of the step: a fresh `refs`.
-    scope = dataclasses.replace(step_scope, self_ok=True, refs={})
+    scope = step_scope.but(self_ok=True, refs={})
     for entry in clause.entries:
         if not isinstance(entry, (ast.Config, ast.RetryClause)):
             diags.append(error("E317", "a `compensate` block takes config entries and `retry` only", entry.loc))

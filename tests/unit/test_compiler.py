@@ -186,8 +186,47 @@ def test_loop_variable_in_where_and_body_but_not_in_items():
 
 def test_warnings_do_not_block_compilation():
     result = dsl.compile_source("workflow w() {\n  step a: noop { when false }\n  step b: noop { after a }\n}\n", "t.flow")
-    assert result.ok and [d.code for d in result.diagnostics] == ["W501", "W501"]
+    assert result.ok and [d.code for d in result.diagnostics] == ["W501"]
     assert result.spec("w")
+
+
+def never_run(body: str, lets: str = "") -> list[str]:
+    result = dsl.compile_source(f"{lets}\nworkflow w(n: int = 1) {{ {body} }}", "t.flow")
+    assert result.ok, result.render()
+    return [d.message for d in result.diagnostics if d.code == "W501"]
+
+
+def test_a_skipped_dependency_does_not_stop_its_dependents():
+    # Reference section 4: a step runs when each dependency is completed, skipped, or failed with allow_failure.
+    assert never_run("step a: noop { when false } step b: noop { after a } step c: noop { output: steps.a.status }") == [
+        "step `a` can never run (`when false`)"]
+
+
+@pytest.mark.parametrize("body, lets, message", [
+    ("step a: noop { when 1 > 2 }", "", "step `a` can never run (its `when` is always false)"),
+    ("step a: noop { when not (true or false) }", "", "step `a` can never run (its `when` is always false)"),
+    ("step a: noop { when debug }", "let debug = false", "step `a` can never run (its `when` is always false)"),
+    ("step a: noop { when len(regions) == 0 }", "let regions = [\"eu\"]", "step `a` can never run (its `when` is always false)"),
+    ("step a: noop { for each x in [] }", "", "step `a` can never run (`for each` over an empty list)"),
+    ("step a: noop { for each x in nobody }", "let nobody = []", "step `a` can never run (`for each` over an empty list)"),
+    ("step a: noop { for each x in [1, 2] where x > 2 }", "", "step `a` can never run (`where` is false for every element)"),
+])
+def test_provably_never_run_steps(body, lets, message):
+    assert never_run(body, lets) == [message]
+
+
+@pytest.mark.parametrize("body", [
+    "step a: noop { when true }",
+    "step a: noop { when 2 > 1 }",
+    "step a: noop { when params.n > 1 }",
+    "step a: noop { when 1 / 0 > 1 }",  # an evaluation error is the run's to report, not "never runs"
+    "step a: noop { for each x in [1] }",
+    "step a: noop { for each x in [1, 2] where x > params.n }",
+    "step a: noop { for each x in [1, 2] where x > 1 }",
+    "step a: noop { for each x in params.xs ?? [] }",
+])
+def test_steps_that_may_run_get_no_w501(body):
+    assert never_run(body.replace("params.xs", "params.n")) == []
 
 
 def test_nullable_output_guarded_by_coalesce_is_fine():

@@ -143,6 +143,14 @@ GOLDEN = {
         'workflow w() {\n  step a: noop { when false }\n}\n',
         't.flow:2:18: warning[W501]: step `a` can never run (`when false`)\n  step a: noop { when false }\n                 ^^^^^^^^^^',
     ),
+    'never_runs_folded': (
+        'workflow w() {\n  step a: noop { when 1 > 2 }\n  step b: noop { after a }\n}\n',
+        't.flow:2:18: warning[W501]: step `a` can never run (its `when` is always false)\n  step a: noop { when 1 > 2 }\n                 ^^^^^^^^^^',
+    ),
+    'never_runs_empty_for_each': (
+        'workflow w() {\n  step a: noop { for each x in [] }\n}\n',
+        't.flow:2:18: warning[W501]: step `a` can never run (`for each` over an empty list)\n  step a: noop { for each x in [] }\n                 ^^^^^^^^^^^^^^^^',
+    ),
     'side_effect': (
         'workflow w() {\n  step a: http { method: "DELETE", url: "u" }\n}\n',
         't.flow:2:8: warning[W502]: step `a` has side effects (DELETE) but no `compensate`\n  step a: http { method: "DELETE", url: "u" }\n       ^\n  = help: add `compensate TYPE { ... }` to undo it, or `compensate none "reason"`',
