@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -43,6 +43,8 @@ log = logging.getLogger("flow.worker")
 
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
+# Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
+REDELIVERIES_HEADER = "x-flow-redeliveries"
 IDLE_POLL, BUSY_POLL = 0.5, 0.002  # drain_events timeouts: idle, and while results may be pending
 
 
@@ -216,6 +218,8 @@ class Worker:
         if self.stop_event.is_set():
             message.requeue()
             return
+        if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
+            return
         started = time.time()
         self._publish(ResultMessage(task.task_id, task.attempt, task.fencing_token, "started",
                                     worker=self.name, started_at=started))
@@ -224,6 +228,40 @@ class Worker:
         future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
         self._inflight[id(future)] = _InFlight(message, task, started, deadline, future)
         future.add_done_callback(self._done.put)  # runs on the pool thread: only a queue put
+
+    def _count_redelivery(self, message: Message, task: TaskMessage) -> bool:
+        """A redelivered task (its worker died, or lost its connection, before the ack): count it in
+        a header carried by a copy of the message, so that a task that kills every worker that runs
+        it (a poison task) stops after ``FLOW_MAX_DELIVERIES`` deliveries instead of crashing
+        workers forever. Classic queues keep no delivery count; the copy carries it. True when the
+        message was handled here (copied or given up), False to run it as usual."""
+        headers = dict(message.headers or {})
+        count = int(headers.get(REDELIVERIES_HEADER) or 0) + 1
+        if count >= self.settings.max_deliveries:
+            log.error("task %s (attempt %s) was delivered %d times and its worker died each time: "
+                      "reporting it as poison", task.task_id, task.attempt, count + 1)
+            failure = Failure(
+                "poison",
+                f"delivered {count + 1} times; each time the worker died or lost its broker connection "
+                "before reporting a result (FLOW_MAX_DELIVERIES)",
+                retryable=False,
+            )
+            self._publish(self._result(task, time.time(), error=failure))
+            message.ack()
+            return True
+        headers[REDELIVERIES_HEADER] = count
+        self._producer.publish(
+            message.body,
+            exchange=contracts.task_exchange(),
+            routing_key=message.delivery_info.get("routing_key") or task.task_type,
+            headers=headers,
+            content_type=message.content_type or "application/json",
+            content_encoding=message.content_encoding or "utf-8",
+            delivery_mode=2,
+            retry=False,
+        )
+        message.ack()  # only once the copy is confirmed (confirm_publish): at worst a duplicate
+        return True
 
     def _publish_finished(self) -> None:
         while True:
@@ -241,6 +279,12 @@ class Worker:
         now = time.monotonic()
         for key, entry in list(self._inflight.items()):
             if entry.deadline is None or now < entry.deadline + DEADLINE_GRACE:
+                continue
+            # The handler may have just finished: after a pause of the whole process (SIGSTOP, a
+            # VM freeze) the monotonic clock jumped, and this thread may run before the handler's.
+            # Declaring a timeout then would make the retry repeat an effect that happened under a
+            # new idempotency key: give a finished (or finishing) handler its result instead.
+            if entry.future.done() or wait([entry.future], timeout=0.5).done:
                 continue
             # Python cannot kill the thread; it keeps its pool slot until the handler returns, and
             # its late result is ignored.
