@@ -1,7 +1,8 @@
 """Source text -> AST. Lark errors are translated here, at the boundary, into FlowSyntaxError.
 
 ``parse`` raises on the first problem; ``parse_partial`` (used by the compiler) returns what it
-could build plus every diagnostic, re-parsing from the next top-level declaration after an error.
+could build plus every diagnostic, re-parsing from the next top-level declaration after an error,
+and inside a declaration from the next step (one syntax error per step).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ _EXPR_START = {"NAME", "NUMBER", "STRING", "RAW_STRING", "LPAR", "LSQB", "LBRACE
 _OPERATORS = {"&&": "and", "||": "or", "!": "not"}
 _MAX_EXPECTED = 10
 _TOP_LEVEL = re.compile(r"^(?:workflow|let)\b", re.MULTILINE)
+# A step header up to the `{` of its body, `step NAME: TYPE {`, broken or not.
+_STEP_START = re.compile(r"(?<![\w.])step\b[^{}()\[\]\"'#]*\{")
+_MAX_RECOVERIES = 20  # re-parses of one declaration; each costs a parse of it
 
 
 def parse(source: str, filename: str = "<string>") -> ast.File:
@@ -92,11 +96,11 @@ def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -
         except FlowLimitError as exc:
             return ast.File(filename, version, tuple(lets), tuple(workflows)), diags + exc.diagnostics
         except FlowError as exc:
+            found = _errors_by_step("\n" * (line - 1) + chunk, filename, exc.diagnostics)
             if end < len(source):  # the chunk stops where the next declaration starts, not at the end of file
-                diags.extend(dataclasses.replace(d, message=d.message.replace("end of file", "end of the declaration"))
-                             for d in exc.diagnostics)
-            else:
-                diags.extend(exc.diagnostics)
+                found = [dataclasses.replace(d, message=d.message.replace("end of file", "end of the declaration"))
+                         for d in found]
+            diags.extend(found)
         else:
             version = version if part.version is None else part.version
             lets.extend(part.lets)
@@ -106,6 +110,52 @@ def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -
     if not any(d.is_error for d in diags):
         diags = first + diags
     return ast.File(filename, version, tuple(lets), tuple(workflows)), diags
+
+
+def _errors_by_step(text: str, filename: str, first: list[Diagnostic]) -> list[Diagnostic]:
+    """The syntax errors of one declaration, at most one per step: more than the first one.
+
+    When an error lies inside a step (between its `step` keyword and the `}` that closes its body),
+    the step is blanked out (spaces, newlines kept so that positions hold) and the declaration is
+    parsed again, until it parses or an error lies outside any whole step. The declaration itself
+    is still dropped: its other steps could refer to the broken ones and report false errors.
+    """
+    diags = list(first)
+    current = first
+    for _ in range(_MAX_RECOVERIES):
+        syntax = next((d for d in current if d.is_error), None)
+        if syntax is None:
+            break
+        segment = _enclosing_step(text, scan.offset(text, syntax.span.line, syntax.span.column))
+        if segment is None:
+            break
+        begin, end = segment
+        text = text[:begin] + re.sub(r"[^\n]", " ", text[begin:end]) + text[end:]
+        try:
+            _, found = _parse_chunk(text, filename)
+        except FlowLimitError:
+            break
+        except FlowError as exc:
+            current = exc.diagnostics
+            diags.extend(current)
+        else:
+            diags.extend(found)
+            break
+    return diags
+
+
+def _enclosing_step(text: str, offset: int) -> tuple[int, int] | None:
+    """``(start, end)`` of the whole step (`step` keyword to closing `}`) holding ``offset``, if any."""
+    headers = [m for m in _STEP_START.finditer(text) if not scan.in_string_or_comment(text, m.start())]
+    before = [m for m in headers if m.start() < offset]
+    if not before:
+        return None
+    match = before[-1]
+    close = scan.matching_close(text, match.end() - 1)
+    # Steps do not nest: a body that runs into the next step is not whole (a `}` is missing).
+    if close is None or offset > close or any(match.start() < m.start() < close for m in headers):
+        return None
+    return match.start(), close + 1
 
 
 def _parse_chunk(text: str, filename: str) -> tuple[ast.File, list[Diagnostic]]:

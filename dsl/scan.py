@@ -27,6 +27,16 @@ def position(source: str, offset: int) -> tuple[int, int]:
     return line, offset - (source.rfind("\n", 0, offset) + 1) + 1
 
 
+def offset(source: str, line: int, column: int) -> int:
+    """The offset of 1-based (line, column); the inverse of ``position``."""
+    start = 0
+    for _ in range(line - 1):
+        start = source.find("\n", start) + 1
+        if start == 0:
+            return len(source)
+    return min(start + column - 1, len(source))
+
+
 def span_at(filename: str, source: str, offset: int, length: int = 1) -> Span:
     line, column = position(source, offset)
     return Span(filename, line, column, line, column + length)
@@ -92,3 +102,34 @@ def unclosed_bracket(source: str) -> int | None:
         elif first in ")]}" and stack:
             stack.pop()
     return stack[-1] if stack else None
+
+
+def in_string_or_comment(source: str, offset: int) -> bool:
+    """Whether ``offset`` lies inside a string or a comment (scanning its line only)."""
+    line_start = source.rfind("\n", 0, offset) + 1
+    line_end = source.find("\n", offset)
+    for match in _SCAN.finditer(source, line_start, len(source) if line_end < 0 else line_end):
+        if match.start() > offset:
+            return False
+        if match.group()[0] in "\"'#" and offset < match.end():
+            return True
+    return False
+
+
+def matching_close(source: str, open_at: int) -> int | None:
+    """Offset of the bracket closing the one at ``open_at`` (strings and comments skipped), or ``None``.
+
+    A closer also closes the brackets left open inside its pair: in `{ x: [1, }` the `}` closes the `{`.
+    """
+    closer_of = _OPEN
+    stack: list[str] = []
+    for match in _SCAN.finditer(source, open_at):
+        first = match.group()[0]
+        if first in closer_of:
+            stack.append(closer_of[first])
+        elif first in ")]}" and first in stack:
+            while stack.pop() != first:
+                pass
+            if not stack:
+                return match.start()
+    return None

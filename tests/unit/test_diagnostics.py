@@ -178,6 +178,42 @@ def test_all_errors_of_a_file_are_reported_in_one_pass():
     assert codes == ["E304", "E301", "E201", "E205"]
 
 
+def test_two_broken_steps_of_one_workflow_are_both_reported():
+    source = ('workflow w() {\n  step a: noop { output: 1 + }\n  step ok: noop {}\n'
+              '  on failure {\n    step b: http { url "x" }\n  }\n}\n')
+    assert dsl.compile_source(source, "t.flow").render() == (
+        't.flow:2:30: error[E101]: unexpected `}`; expected an expression\n'
+        '  step a: noop { output: 1 + }\n'
+        '                             ^\n'
+        't.flow:5:20: error[E101]: missing `:` after `url`\n'
+        '    step b: http { url "x" }\n'
+        '                   ^^^\n'
+        '  = help: config entries are `key: value`; clauses are after, when, for each, retry, timeout, compensate, '
+        'allow_failure, doc'
+    )
+
+
+def test_a_broken_step_and_a_broken_workflow_clause_are_both_reported():
+    source = 'workflow w() {\n  step a: noop { output: [1, }\n  output { x: ) }\n}\nworkflow v() { step s c {} }\n'
+    assert dsl.compile_source(source, "t.flow").render() == (
+        't.flow:2:30: error[E101]: unexpected `}`; expected one of an expression, `]`\n'
+        '  step a: noop { output: [1, }\n'
+        '                             ^\n'
+        't.flow:3:15: error[E101]: unexpected `)`; expected an expression\n'
+        '  output { x: ) }\n'
+        '              ^\n'
+        't.flow:5:23: error[E101]: unexpected name `c`; expected `:`\n'
+        'workflow v() { step s c {} }\n'
+        '                      ^'
+    )
+
+
+def test_a_step_missing_its_brace_is_reported_once():
+    # Its body runs into the next step: there is no whole step to skip, so recovery stops there.
+    source = "workflow w() {\n  step a: noop { output: 1\n  step b: noop { output: ) }\n}\n"
+    assert [(d.code, d.span.line) for d in dsl.compile_source(source, "t.flow").diagnostics] == [("E101", 3)]
+
+
 def test_json_shape_of_a_diagnostic():
     diag = dsl.compile_source("let x = a && b", "t.flow").diagnostics[0]
     assert diag.to_json() == {"severity": "error", "code": "E104", "message": "unknown operator `&&`", "file": "t.flow",

@@ -128,3 +128,10 @@ def test_limits_raise_limit_error():
         parse("#" * (256 * 1024 + 1), "t.flow")
     with pytest.raises(FlowLimitError):
         parse("let x = 1 \u202e", "t.flow")
+
+
+def test_recovers_at_step_granularity_inside_a_workflow():
+    source = 'workflow w() {\n  step a: noop { output: 1 + }\n  step b: noop { doc "step c: x {" output: ) }\n  step d: noop {}\n}\n'
+    tree, diags = parse_partial(source, "t.flow")
+    assert [(d.span.line, d.span.column) for d in diags] == [(2, 30), (3, 44)]
+    assert tree.workflows == ()  # its good steps could refer to the broken ones: no semantic pass on it
