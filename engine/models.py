@@ -128,6 +128,8 @@ class Task(Base):
         Index(None, "task_type", "status"),
         Index(None, "run_id"),
         Index(None, "created_at"),
+        # The dashboard: tasks finished in the last hour, and the latest failures (0005).
+        Index(None, "status", "finished_at", postgresql_include=["task_type"]),
         Index(
             "ix_tasks_next_attempt_retrying",
             "next_attempt_at",

@@ -55,6 +55,7 @@ def overview_context() -> dict[str, Any]:
         "database": _database(),
         "broker": broker,
         "counts": counts["total"],
+        "completed_estimated": counts.get("completed_estimated", False),
         "queues": queues,
         "verdict": overload(counts["total"], flow.settings),
         "chart": inline_svg(activity_svg(buckets)),
