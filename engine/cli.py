@@ -97,6 +97,11 @@ from engine import cli_ops  # noqa: E402  (registers `flow prune`)
 cli_ops.register(main)
 
 
+from engine import cli_approve  # noqa: E402  (registers `flow approve`)
+
+cli_approve.register(main)
+
+
 from web.cli import add_serve_command  # noqa: E402  (registers `flow serve`; Flask loads only when it runs)
 
 add_serve_command(main)

@@ -231,7 +231,13 @@ def task_message(row: dict[str, Any]) -> TaskMessage:
     )
 
 
+# Step types the coordinator runs itself (``engine/store_internal.py``): no worker, no message.
+INTERNAL_TASK_TYPES = frozenset({"sleep", "approval", "subflow"})
+
+
 def queue_task_message(writes: Writes, row: dict[str, Any], now: datetime) -> None:
+    if row.get("run_id") is not None and row["task_type"] in INTERNAL_TASK_TYPES:
+        return  # left pending: the timer pass sets it up (engine.store_internal._start_pending)
     message = task_message(row)
     writes.outbox.append(
         {

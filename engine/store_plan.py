@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from dsl.spec import WorkflowSpec
-from engine import metrics, planner, tracing
+from engine import metrics, planner, store_internal, tracing
 from engine.planner_types import (
     Action,
     Dispatch,
@@ -26,6 +26,7 @@ from engine.store_common import (
     aware,
     cas_task,
     iso,
+    lock_runs,
     log,
     new_task_row,
     queue_task_message,
@@ -61,10 +62,15 @@ def plan_runs(
     for row in select_in(select(tasks), tasks.c.run_id, locked, conn):
         by_run[row["run_id"]].append(dict(row))
     applied = 0
+    parents: dict[str, dict[str, Any]] = {}
     for run_id in sorted(locked):
         spec = spec_of(ctx, conn, locked[run_id]["workflow_version_id"])
-        applied += _plan_one(ctx, conn, spec, locked[run_id], by_run[run_id], writes, now)
+        applied += _plan_one(ctx, conn, spec, locked[run_id], by_run[run_id], writes, now, parents)
     writes.flush(conn)
+    if parents:
+        # Runs whose subflow step just finished because its child run ended: plan them again, on
+        # rows read afresh (we hold their locks; one may also have been planned above).
+        applied += plan_runs(ctx, conn, lock_runs(ctx, conn, parents), writes, now)
     return applied
 
 
@@ -91,6 +97,7 @@ def _plan_one(
     task_rows: list[dict[str, Any]],
     writes: Writes,
     now: datetime,
+    parents: dict[str, dict[str, Any]],
 ) -> int:
     applied = 0
     for _ in range(MAX_PLAN_ROUNDS):
@@ -98,7 +105,7 @@ def _plan_one(
         if not actions:
             return applied
         for action in actions:
-            if not _apply(ctx, conn, spec, run, task_rows, action, writes, now):
+            if not _apply(ctx, conn, spec, run, task_rows, action, writes, now, parents):
                 # The database disagrees with the view (a concurrent change we did not lock out,
                 # or a planner bug): stop here; the next result or timer pass re-plans this run.
                 log.warning("run %s: could not apply %r; re-planning later", run["id"], action)
@@ -117,8 +124,12 @@ def _apply(
     action: Action,
     writes: Writes,
     now: datetime,
+    parents: dict[str, dict[str, Any]],
 ) -> bool:
-    """Apply one action to the database (or the write buffer) and to the in-memory rows."""
+    """Apply one action to the database (or the write buffer) and to the in-memory rows.
+
+    ``parents`` collects the parent runs to re-plan (a child run that ended finishes its parent's
+    subflow step)."""
     if isinstance(action, Dispatch):
         row = new_task_row(
             run_id=run["id"], kind=action.kind, step=action.step, item=action.item,
@@ -126,8 +137,12 @@ def _apply(
             now=now, retry=action.retry, max_attempts=action.retry.attempts,
             timeout=action.timeout,
         )
+        if store_internal.is_internal(row):
+            # sleep, approval, subflow: the coordinator runs them (waiting, or already final).
+            store_internal.prepare(ctx, conn, run, row, writes, now)
+        else:
+            queue_task_message(writes, row, now)
         writes.tasks.append(row)
-        queue_task_message(writes, row, now)
         task_rows.append(row)
         return True
     if isinstance(action, Record):
@@ -154,7 +169,13 @@ def _apply(
                 task_rows[index] = new
         return True
     if isinstance(action, SetRunStatus):
-        return set_run_status(conn, run, action.status, now, action.output, action.error)
+        if not set_run_status(conn, run, action.status, now, action.output, action.error):
+            return False
+        if action.status in TERMINAL_RUN_STATUSES and run.get("parent_run_id"):
+            parent = store_internal.child_finished(ctx, conn, run, writes, now)
+            if parent is not None:
+                parents[parent["id"]] = parent
+        return True
     raise TypeError(f"unknown planner action {action!r}")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from engine import store_internal
 from engine.contracts import Failure
 from engine.planner_types import STEP
 from engine.states import RunStatus, TaskStatus
@@ -38,7 +39,10 @@ def run_timers(ctx: StoreContext, limit: int = 500) -> BatchOutcome:
     # Deadlines first: a task of a run past its deadline is cancelled, not delivered again.
     timed_out = _deadlines(ctx, limit)
     expired, lease_runs = _expired_leases(ctx, limit)
-    return BatchOutcome(retried + expired + len(timed_out), 0, tuple(sorted(lease_runs | timed_out)))
+    # sleep / approval / subflow steps (no worker): due wake-ups, timeouts, children that ended.
+    internal, internal_runs = store_internal.run_internal_timers(ctx, limit)
+    return BatchOutcome(retried + expired + len(timed_out) + internal, 0,
+                        tuple(sorted(lease_runs | timed_out | internal_runs)))
 
 
 def _due_retries(ctx: StoreContext, limit: int) -> int:

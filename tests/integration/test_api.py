@@ -516,7 +516,8 @@ def _mutating_routes(app: Flask) -> list[tuple[str, str]]:
     for rule, method, _endpoint, _record in api_routes(app):
         if method in ("POST", "DELETE", "PUT", "PATCH"):
             path = (rule.replace("<int:version>", "1").replace("<name>", "greet")
-                    .replace("<task_id>", "x").replace("<run_id>", "x").replace("<letter_id>", "x"))
+                    .replace("<task_id>", "x").replace("<run_id>", "x").replace("<letter_id>", "x")
+                    .replace("<step>", "ask"))
             routes.append((method, path))
     return routes
 
@@ -524,7 +525,7 @@ def _mutating_routes(app: Flask) -> list[tuple[str, str]]:
 def test_every_mutation_refuses_a_missing_or_wrong_token(app: Flask) -> None:
     client = app.test_client()
     routes = _mutating_routes(app)
-    assert len(routes) == 13
+    assert len(routes) == 14  # with POST /api/runs/<run_id>/steps/<step>/approve
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
             response = client.open(path, method=method, json={}, headers=headers)

@@ -118,3 +118,41 @@ def retry(run_id: str) -> Response:
 def compensate(run_id: str) -> Response:
     store().compensate_run(run_id)
     return json_response(run_document(run_id))
+
+
+@bp.post("/runs/<run_id>/steps/<step>/approve")
+@operation(
+    "Answer a waiting approval step: approve it, or reject it (the step completes either way)",
+    tag="runs", role="operator", body="Approve",
+    description="The step's output becomes `{approved, by, comment}`, where `by` is the name of the "
+                "token (or `admin` for the server's FLOW_API_TOKEN); workflows branch on "
+                "`steps.NAME.output.approved` with `when`.",
+    responses={200: ("The run, with the step completed", "Run"), 400: ("Malformed body", "Error"),
+               404: ("No such run, or no approval step of that name", "Error"),
+               409: ("The step is not waiting for an answer (not reached yet, or answered)", "Error")},
+)
+def approve(run_id: str, step: str) -> Response:
+    body = json_body(schemas.APPROVE)
+    store().approve_step(run_id, step, bool(body["approved"]), _caller(), body.get("comment"),
+                         item=body.get("item"))
+    return json_response(run_document(run_id))
+
+
+def _caller() -> str:
+    """Who answers: the token's name, ``admin`` for FLOW_API_TOKEN, ``anonymous`` without a token
+    (the open embedded default)."""
+    import hmac
+
+    from flask import request
+
+    from web.api.context import services
+
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return "anonymous"
+    configured = services().settings.api_token
+    if configured and hmac.compare_digest(token.encode("utf-8"), configured.encode("utf-8")):
+        return "admin"
+    name = store().token_name(token)
+    return str(name) if name else "unknown token"

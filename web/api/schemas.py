@@ -116,6 +116,18 @@ START_RUN: Schema = {
     },
 }
 
+APPROVE: Schema = {
+    "type": "object",
+    "required": ["approved"],
+    "properties": {
+        "approved": {"type": "boolean", "description": "true approves, false rejects (the step completes either way)."},
+        "comment": {"type": ["string", "null"], "maxLength": 10000},
+        "item": {"type": ["integer", "null"], "minimum": 0,
+                 "description": "Answer one item of a fan-out approval; default every waiting item."},
+    },
+    "additionalProperties": False,
+}
+
 LIST_RUNS_QUERY: Schema = {
     "type": "object",
     "properties": {
@@ -317,6 +329,7 @@ COMPONENTS: dict[str, Schema] = {
     "Deployed": DEPLOYED,
     "WorkflowList": WORKFLOW_LIST,
     "StartRun": START_RUN,
+    "Approve": APPROVE,
     "Run": RUN,
     "RunPage": RUN_PAGE,
     "Logs": LOGS,
