@@ -1,0 +1,347 @@
+"""The fault scenarios. Each one builds its own cluster (fresh database and vhost), injects its
+fault, waits for recovery and returns the checker's ``Report``; the pytest suite asserts on it, the
+soak command repeats them with a seed and prints every figure.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from tests.faults import workflows
+from tests.faults.checker import Report, check
+from tests.faults.harness import Cluster, rabbitmqctl
+from tests.faults.sink import FaultSink
+
+RECOVERY_TIMEOUT = 90.0
+
+
+@contextmanager
+def cluster(sink: FaultSink | None = None, **options: Any) -> Iterator[tuple[Cluster, FaultSink]]:
+    sink = sink or FaultSink()
+    sink.start()
+    c = Cluster(**options)
+    try:
+        c.deploy(workflows.ALL)
+        c.start()
+        yield c, sink
+    finally:
+        c.close()
+        sink.stop()
+
+
+def _chain(c: Cluster, sink: FaultSink, n: int) -> list[str]:
+    return c.start_runs("fault_chain", [{"base": sink.url, "i": i} for i in range(n)])
+
+
+def _check_chain(c: Cluster, sink: FaultSink, runs: list[str], name: str, recovery: float) -> Report:
+    return check(c.store.engine, sink, runs, name, recovery_s=recovery, chain_paths=workflows.CHAIN_PATHS)
+
+
+def kill_workers(runs: int = 60, kills: int = 3, rng: random.Random | None = None) -> Report:
+    """kill -9 a random worker whenever more work was done, ``kills`` times; each restarts."""
+    rng = rng or random.Random(0)
+    with cluster(workers=3) as (c, sink):
+        ids = _chain(c, sink, runs)
+        for k in range(kills):
+            c.wait_effects(sink, "/s", (k + 1) * runs * 5 // (kills + 2))
+            victim = rng.choice(c.names("worker"))
+            c.kill(victim)
+            c.restart(victim)
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        report = _check_chain(c, sink, ids, "kill -9 workers", recovery)
+        report.extra["kills"] = kills
+        return report
+
+
+def sigstop_past_lease(runs: int = 20) -> Report:
+    """SIGSTOP the worker holding a step past the lease (2 s timeout + 5 s grace), then SIGCONT:
+    the step is delivered again (same key) to another worker, the late result is refused."""
+    with cluster(workers=2, concurrency=4) as (c, sink):
+        ids = c.start_runs("fault_stop", [{"base": sink.url} for _ in range(runs)])
+        time.sleep(0.2)
+        c.wait_effects(sink, "/slow", 1)
+        victim = "worker-0"
+        c.kill(victim, signal.SIGSTOP)
+        time.sleep(9.0)
+        c.kill(victim, signal.SIGCONT)
+        resumed = time.monotonic()
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        time.sleep(1.0)  # let the resumed worker's late results reach a coordinator
+        report = check(c.store.engine, sink, ids, "SIGSTOP past lease, SIGCONT", recovery_s=recovery)
+        logs = c.log_text("coordinator")
+        report.extra["late_results_refused"] = logs.count(" result of task ")
+        report.extra["redelivered_same_key"] = _count_logs(c, ids, "delivered again with the same idempotency key")
+        report.extra["resumed_after_s"] = round(time.monotonic() - resumed, 1)
+        return report
+
+
+def _count_logs(c: Cluster, ids: list[str], text: str) -> int:
+    import sqlalchemy as sa
+
+    with c.store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM task_logs WHERE run_id = ANY(:ids) "
+                                        "AND message LIKE :m"), {"ids": ids, "m": f"%{text}%"}).scalar_one())
+
+
+def coordinator_exit_before_publish(runs: int = 40) -> Report:
+    """Both coordinators exit right after committing a batch and before publishing its messages
+    (FLOW_FAULT=exit_before_publish); restarted healthy, they publish what the outbox kept."""
+    with cluster(coordinators=0, workers=2) as (c, sink):
+        ids = _chain(c, sink, runs)
+        faulty = [c.spawn(f"coordinator-{i}", {"FLOW_FAULT": "exit_before_publish"}) for i in range(2)]
+        codes = [p.wait(60) for p in faulty]
+        import sqlalchemy as sa
+
+        with c.store.engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar_one()
+        restarted = time.monotonic()
+        for i in range(2):
+            c.spawn(f"coordinator-{i}")
+        c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        report = _check_chain(c, sink, ids, "coordinator exit between commit and publish",
+                              time.monotonic() - restarted)
+        report.extra.update(exit_codes=codes, outbox_rows_left=left)
+        return report
+
+
+def coordinators_racing(runs: int = 80, coordinators: int = 3, kill_one: bool = True) -> Report:
+    """Several coordinators on the same runs; one is killed -9 midway and restarted."""
+    with cluster(coordinators=coordinators, workers=2) as (c, sink):
+        ids = _chain(c, sink, runs)
+        if kill_one:
+            c.wait_effects(sink, "/s", runs * 2)
+            c.kill("coordinator-0")
+            c.restart("coordinator-0")
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        return _check_chain(c, sink, ids, f"{coordinators} coordinators racing", recovery)
+
+
+def broker_close_all_connections(runs: int = 60) -> Report:
+    with cluster() as (c, sink):
+        ids = _chain(c, sink, runs)
+        c.wait_effects(sink, "/s", runs)
+        rabbitmqctl("close_all_connections", "-p", c.vhost, "flow fault suite").check_returncode()
+        after = time.monotonic()
+        c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        return _check_chain(c, sink, ids, "rabbitmqctl close_all_connections", time.monotonic() - after)
+
+
+def pg_terminate_backends(runs: int = 60, times: int = 3) -> Report:
+    """pg_terminate_backend on every connection to the test database, ``times`` times."""
+    import psycopg2
+
+    from tests.faults.harness import PG_ADMIN_URL
+
+    with cluster() as (c, sink):
+        ids = _chain(c, sink, runs)
+        name = c.database_url.rsplit("/", 1)[1]
+        terminated = 0
+        for k in range(times):
+            c.wait_effects(sink, "/s", (k + 1) * runs)
+            admin = psycopg2.connect(PG_ADMIN_URL)
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                terminated += cur.fetchone()[0]
+            admin.close()
+        after = time.monotonic()
+        c.store.engine.dispose()
+        c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        report = _check_chain(c, sink, ids, "pg_terminate_backend", time.monotonic() - after)
+        report.extra["backends_terminated"] = terminated
+        return report
+
+
+def proxy_cuts(runs: int = 40, cuts: int = 2) -> Report:
+    """Coordinators reach PostgreSQL through a TCP proxy that cuts every connection and refuses
+    new ones for 2 s, ``cuts`` times."""
+    from tests.faults.harness import create_database
+    from tests.faults.proxy import Proxy
+
+    real = create_database()
+    proxy = Proxy("127.0.0.1", 5432)
+    via = real.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    try:
+        with cluster(database_url=via) as (c, sink):
+            ids = _chain(c, sink, runs)
+            for k in range(cuts):
+                c.wait_effects(sink, "/s", (k + 1) * runs)
+                proxy.cut()
+                time.sleep(2.0)
+                proxy.restore()
+            after = time.monotonic()
+            c.store.engine.dispose()
+            c.wait_terminal(ids, RECOVERY_TIMEOUT)
+            report = _check_chain(c, sink, ids, "TCP proxy cuts PostgreSQL for 2 s", time.monotonic() - after)
+            report.extra["cuts"] = proxy.cuts
+            return report
+    finally:
+        proxy.close()
+        from tests.faults.harness import drop_database
+
+        drop_database(real)
+
+
+def poison(runs: int = 30, max_deliveries: int = 3) -> Report:
+    """A step whose target kills the worker that calls it, every time; other runs keep flowing."""
+    killed: list[str] = []
+    holder: dict[str, Cluster] = {}
+
+    def on_poison(port: int) -> None:
+        c = holder["c"]
+        name = c.pid_of_client_port(port)
+        if name is not None:
+            killed.append(name)
+            c.kill(name)
+
+    sink = FaultSink(on_poison=on_poison)
+    with cluster(sink, env={"FLOW_MAX_DELIVERIES": str(max_deliveries)}) as (c, sink):
+        holder["c"] = c
+        c.supervise()
+        bad = c.start_runs("fault_poison", [{"base": sink.url}])
+        ids = _chain(c, sink, runs)
+        recovery = c.wait_terminal(ids + bad, RECOVERY_TIMEOUT)
+        report = _check_chain(c, sink, ids, "poison task + other runs", recovery)
+        import sqlalchemy as sa
+
+        with c.store.engine.connect() as conn:
+            status = conn.execute(sa.text("SELECT status FROM runs WHERE id = :id"), {"id": bad[0]}).scalar_one()
+            letters = conn.execute(sa.text("SELECT count(*) FROM dead_letters WHERE run_id = :id"),
+                                   {"id": bad[0]}).scalar_one()
+            error = conn.execute(sa.text("SELECT error->>'type' FROM tasks WHERE run_id = :id"),
+                                 {"id": bad[0]}).scalar_one()
+        report.extra.update(poison_run=status, poison_deliveries=len([r for r in sink.snapshot()
+                                                                        if r.path == "/poison"]),
+                            workers_killed=len(killed), dead_letters=letters, poison_error=error)
+        return report
+
+
+def saga_worker_killed_during_compensation(runs: int = 20) -> Report:
+    """Runs fail at s3 and compensate s2 then s1; the workers are killed -9 while undos run."""
+    state = {"kills": 0}
+    holder: dict[str, Cluster] = {}
+
+    def hook(request: Any) -> None:
+        if request.path.startswith("/undo") and state["kills"] < 2:
+            state["kills"] += 1
+            c = holder["c"]
+            threading.Thread(target=lambda: [c.kill(n) for n in c.names("worker")], daemon=True).start()
+            time.sleep(0.5)
+
+    sink = FaultSink(hook=hook)
+    with cluster(sink) as (c, sink):
+        holder["c"] = c
+        c.supervise()
+        ids = c.start_runs("fault_saga", [{"base": sink.url, "i": i} for i in range(runs)])
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        report = check(c.store.engine, sink, ids, "saga: workers killed during compensation",
+                       expected={"compensated"}, recovery_s=recovery)
+        order = _undo_order(sink, ids)
+        report.extra.update(kills=state["kills"], undo_order_ok=order)
+        if not order:
+            report.illegal.append("compensations not in reverse completion order")
+        return report
+
+
+def _undo_order(sink: FaultSink, ids: list[str]) -> bool:
+    for run_id in ids:
+        paths = [r.path for r in sink.effects("/undo") if r.body.get("run") == run_id]
+        if paths != ["/undo/s2", "/undo/s1"]:
+            return False
+    return True
+
+
+def compensation_always_fails(runs: int = 10) -> Report:
+    with cluster(workers=2) as (c, sink):
+        ids = c.start_runs("fault_saga", [{"base": sink.url, "i": i, "undo": "undo_fail"} for i in range(runs)])
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        report = check(c.store.engine, sink, ids, "compensation always fails",
+                       expected={"compensation_failed"}, recovery_s=recovery)
+        # Both undos still ran (one failing does not stop the others)
+        attempted = {(r.path, r.body["run"]) for r in sink.effects("/undo_fail")}
+        report.extra["undos_attempted"] = len(attempted)
+        if len(attempted) != 2 * runs:
+            report.illegal.append(f"{len(attempted)} undos attempted, wanted {2 * runs}")
+        return report
+
+
+def rabbitmq_stop_start(runs: int = 60, outage: float = 3.0) -> Report:
+    """DISRUPTIVE (every vhost): ``rabbitmqctl stop_app``, ``outage`` seconds, ``start_app``."""
+    with cluster() as (c, sink):
+        ids = _chain(c, sink, runs)
+        c.wait_effects(sink, "/s", runs)
+        rabbitmqctl("stop_app").check_returncode()
+        time.sleep(outage)
+        rabbitmqctl("start_app").check_returncode()
+        after = time.monotonic()
+        c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        return _check_chain(c, sink, ids, "rabbitmqctl stop_app/start_app", time.monotonic() - after)
+
+
+def pg_restart(runs: int = 60) -> Report:
+    """DISRUPTIVE (every database): restart the PostgreSQL server mid-load; the API answers 503
+    (never 500) meanwhile and 200 after."""
+    import os
+
+    from engine.settings import Settings
+    from web import create_app
+
+    with cluster() as (c, sink):
+        app = create_app({"TESTING": True}, settings=Settings(
+            database_url=c.database_url, broker_url="memory://", api_token="fault-token"))
+        client = app.test_client()
+        auth = {"Authorization": "Bearer fault-token"}
+        ids = _chain(c, sink, runs)
+        c.wait_effects(sink, "/s", runs)
+        codes: list[int] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                codes.append(client.get("/api/runs?limit=1", headers=auth).status_code)
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        version = os.listdir("/etc/postgresql")[0]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                       check=True, capture_output=True, timeout=120)
+        after = time.monotonic()
+        c.store.engine.dispose()
+        c.wait_terminal(ids, RECOVERY_TIMEOUT)
+        time.sleep(1.0)
+        stop.set()
+        poller.join(5)
+        report = _check_chain(c, sink, ids, "PostgreSQL restart", time.monotonic() - after)
+        counts = {code: codes.count(code) for code in sorted(set(codes))}
+        report.extra["api_codes"] = counts
+        if any(code >= 500 and code != 503 for code in codes):
+            report.illegal.append(f"the API answered {counts} during the restart")
+        if not codes or codes[-1] != 200:
+            report.illegal.append(f"the API did not come back: {codes[-5:]}")
+        return report
+
+
+SCENARIOS: dict[str, Callable[..., Report]] = {
+    "kill_workers": kill_workers,
+    "sigstop_past_lease": sigstop_past_lease,
+    "coordinator_exit_before_publish": coordinator_exit_before_publish,
+    "coordinators_racing": coordinators_racing,
+    "broker_close_all_connections": broker_close_all_connections,
+    "pg_terminate_backends": pg_terminate_backends,
+    "proxy_cuts": proxy_cuts,
+    "poison": poison,
+    "saga_worker_killed_during_compensation": saga_worker_killed_during_compensation,
+    "compensation_always_fails": compensation_always_fails,
+}
+DISRUPTIVE_SCENARIOS: dict[str, Callable[..., Report]] = {
+    "rabbitmq_stop_start": rabbitmq_stop_start,
+    "pg_restart": pg_restart,
+}
