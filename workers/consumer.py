@@ -45,7 +45,12 @@ BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
 # Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
 REDELIVERIES_HEADER = "x-flow-redeliveries"
-IDLE_POLL, BUSY_POLL = 0.5, 0.002  # drain_events timeouts: idle, and while results may be pending
+IDLE_POLL, BUSY_POLL = 0.5, 0.001  # drain_events timeouts: idle, and while results may be pending
+# A task still running after this many seconds reports ``started`` (the coordinator then moves it to
+# processing and starts its lease). A task that finishes sooner reports only its result, which the
+# store applies from pending (pending -> processing -> final in one write): half the messages and
+# half the coordinator's work for short steps, and the lease is irrelevant for them.
+STARTED_AFTER = 0.05
 
 
 @dataclass
@@ -55,6 +60,7 @@ class _InFlight:
     started_at: float
     deadline: float | None
     future: "Future[ResultMessage]"
+    reported: bool = False  # ``started`` published
 
 
 class Worker:
@@ -158,6 +164,7 @@ class Worker:
         for entity in entities:
             entity.bind(channel).declare()
         self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
+        self._batch = _ConfirmedBatch(connection)
         self._received.clear()
         consumer = kombu.Consumer(
             channel,
@@ -221,8 +228,6 @@ class Worker:
         if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
             return
         started = time.time()
-        self._publish(ResultMessage(task.task_id, task.attempt, task.fencing_token, "started",
-                                    worker=self.name, started_at=started))
         deadline = time.monotonic() + task.timeout if task.timeout else None
         assert self._pool is not None
         future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
@@ -264,15 +269,28 @@ class Worker:
         return True
 
     def _publish_finished(self) -> None:
+        """Publish the results of every finished task (and ``started`` of the long-running ones) in
+        one pipelined batch, wait once for the broker's confirms, then ack those tasks."""
+        finished: list[_InFlight] = []
         while True:
             try:
                 future = self._done.get_nowait()
             except queue.Empty:
-                return
+                break
             entry = self._inflight.pop(id(future), None)
             if entry is None or future.cancelled():
                 continue  # abandoned (timed out or from a lost connection): already handled
-            self._publish(future.result())
+            self._batch.add(future.result().encode())
+            finished.append(entry)
+        late = time.time() - STARTED_AFTER
+        for entry in self._inflight.values():
+            if not entry.reported and entry.started_at <= late:
+                entry.reported = True
+                task = entry.task
+                self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, "started",
+                                              worker=self.name, started_at=entry.started_at).encode())
+        self._batch.flush()
+        for entry in finished:
             entry.message.ack()  # only now: the result is safely with the broker
 
     def _expire_overdue(self) -> None:
@@ -387,6 +405,73 @@ def _check_json(output: Any) -> None:
         json.dumps(output)
     except (TypeError, ValueError) as exc:
         raise HandlerError(Failure("handler", f"the handler returned a value that is not JSON: {exc}", False)) from None
+
+
+class _ConfirmedBatch:
+    """Results published on their own channel, pipelined: ``add`` writes nothing yet; ``flush``
+    publishes the batch (persistent) and returns once the broker confirmed all of it (one wait for
+    the batch instead of one round trip per message), or raises (the connection is then dropped
+    and the unacked tasks are redelivered)."""
+
+    def __init__(self, connection: kombu.Connection) -> None:
+        self._connection = connection
+        self._bodies: list[str] = []
+        channel = connection.channel()
+        raw = getattr(channel, "_basic_publish", None)
+        self._confirms = raw is not None and hasattr(channel, "confirm_select")
+        if self._confirms:
+            # The connection confirms each publish synchronously (``confirm_publish``); this
+            # channel waits for a whole batch instead.
+            channel.basic_publish = raw
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+            channel.confirm_select()
+        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
+        self._sent = 0  # delivery tags of the channel count its publishes from 1
+        self._unconfirmed: set[int] = set()
+        self._nacked = False
+
+    def add(self, body: str) -> None:
+        self._bodies.append(body)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= delivery_tag])
+        else:
+            self._unconfirmed.discard(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked = True
+        self._on_ack(delivery_tag, multiple)
+
+    def flush(self) -> None:
+        if not self._bodies:
+            return
+        bodies, self._bodies = self._bodies, []
+        for body in bodies:
+            self._producer.publish(
+                body,
+                routing_key=contracts.RESULT_QUEUE,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                retry=False,
+            )
+        if not self._confirms:
+            return
+        self._unconfirmed.update(range(self._sent + 1, self._sent + len(bodies) + 1))
+        self._sent += len(bodies)
+        deadline = time.monotonic() + 30.0
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OSError("no publisher confirm from the broker within 30s")
+            try:
+                self._connection.drain_events(timeout=remaining)
+            except socket.timeout:
+                pass
+        if self._nacked:
+            raise OSError("the broker refused a result (nack); reconnecting")
 
 
 def _close_quietly(connection: kombu.Connection) -> None:
