@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSemanticError, FlowSyntaxError, render_diagnostic
 from dsl.spec import Span, WorkflowSpec
@@ -59,10 +60,17 @@ class CompileResult:
         raise FlowSemanticError(errors, self.source)
 
 
-def compile_source(source: str | bytes, filename: str = "<string>") -> CompileResult:
-    """Compile .flow text (str, or UTF-8 bytes) into specs and diagnostics; never raises for bad input."""
+def compile_source(source: str | bytes, filename: str = "<string>", step_types: Mapping[str, Any] | None = None) -> CompileResult:
+    """Compile .flow text (str, or UTF-8 bytes) into specs and diagnostics; never raises for bad input.
+
+    Parameters:
+        step_types: the plugin step types to check dotted types against, ``{"acme.email": obj}``
+            where ``obj`` is a ``dsl.plugins.PluginStepType`` or what a ``flow.step_types`` entry
+            point gives; ``None`` (the default) reads the installed plugins' entry points.
+    """
     from dsl.compiler import compile_ast
     from dsl.parser import parse_partial
+    from dsl.plugins import as_step_types
     from dsl.scan import check_size
 
     if isinstance(source, bytes):
@@ -79,13 +87,13 @@ def compile_source(source: str | bytes, filename: str = "<string>") -> CompileRe
     if source.startswith("\ufeff"):
         source = source[1:]  # a byte order mark is no part of the program
     tree, diagnostics = parse_partial(source, filename)
-    specs, semantic = compile_ast(tree)
+    specs, semantic = compile_ast(tree, as_step_types(step_types))
     diagnostics = sorted(diagnostics + semantic, key=lambda d: (d.span.line, d.span.column))
     # A workflow with errors has no spec; the others of the file still compile.
     return CompileResult(specs, diagnostics, source)
 
 
-def compile_file(path: str | Path) -> CompileResult:
+def compile_file(path: str | Path, step_types: Mapping[str, Any] | None = None) -> CompileResult:
     """Read and compile a .flow file. Raises ``OSError`` when the file cannot be read."""
     data = Path(path).read_bytes()
-    return compile_source(data, str(path))
+    return compile_source(data, str(path), step_types)

@@ -14,6 +14,7 @@ from dsl.declarations import compile_params, compile_schedule
 from dsl.errors import Diagnostic, error
 from dsl.lowering import NOT_CONSTANT, fold, lower
 from dsl.names import ROOTS, Scope, check_expr
+from dsl.plugins import INSTALLED, StepTypes
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Let, StepSpec, WorkflowSpec
 from dsl.steps import CompiledStep, StepDefaults, compile_step
@@ -21,8 +22,11 @@ from dsl.steps import CompiledStep, StepDefaults, compile_step
 MAX_STEPS = 1000
 
 
-def compile_ast(tree: ast.File) -> tuple[list[WorkflowSpec], list[Diagnostic]]:
-    """Check and lower every workflow of ``tree``; a workflow with errors yields no spec."""
+def compile_ast(tree: ast.File, step_types: StepTypes = INSTALLED) -> tuple[list[WorkflowSpec], list[Diagnostic]]:
+    """Check and lower every workflow of ``tree``; a workflow with errors yields no spec.
+
+    ``step_types`` are the plugin step types whose config is checked (default: the installed ones).
+    """
     diags: list[Diagnostic] = []
     file_lets = _check_lets(tree.lets, {}, frozenset(), diags)
     specs: list[WorkflowSpec] = []
@@ -35,7 +39,7 @@ def compile_ast(tree: ast.File) -> tuple[list[WorkflowSpec], list[Diagnostic]]:
             continue
         seen[wf.name] = wf
         own: list[Diagnostic] = []
-        spec = _compile_workflow(wf, tree.lets, file_lets, own)
+        spec = _compile_workflow(wf, tree.lets, file_lets, own, step_types)
         diags.extend(own)
         if spec is not None and not any(d.is_error for d in own):
             specs.append(spec)
@@ -57,7 +61,7 @@ def _check_lets(lets: tuple[ast.Let, ...], earlier: dict[str, ast.Let], params: 
 
 
 def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_known: dict[str, ast.Let],
-                      diags: list[Diagnostic]) -> WorkflowSpec | None:
+                      diags: list[Diagnostic], step_types: StepTypes) -> WorkflowSpec | None:
     params = compile_params(wf.params, diags)
     param_names = frozenset(p.name for p in params)
     wf_lets: tuple[ast.Let, ...] = tuple(wf.of_type(ast.Let))
@@ -80,10 +84,11 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
 
     main_names = frozenset(s.name for s in main)
     constants = _constants(file_lets + wf_lets, lets)
-    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags, constants=constants) for s in main if id(s) in kept]
+    compiled = [compile_step(s, base(main_names, False), lets, defaults, diags, constants=constants, plugins=step_types)
+                for s in main if id(s) in kept]
     failure_names = main_names | {s.name for s in on_failure}
     compiled_failure = [compile_step(s, base(failure_names, True), lets, defaults, diags, side_effects_matter=False,
-                                     constants=constants) for s in on_failure if id(s) in kept]
+                                     constants=constants, plugins=step_types) for s in on_failure if id(s) in kept]
     steps = _order(compiled, main, diags)
     failure_steps = _order(compiled_failure, on_failure, diags, within=frozenset(s.name for s in on_failure))
 

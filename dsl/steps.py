@@ -10,7 +10,8 @@ from dsl.errors import Diagnostic, error, warning
 from dsl.lowering import NOT_CONSTANT, constant, fold, fold_each, is_non_boolean, lambda_, lower
 from dsl.names import Scope, check_expr, did_you_mean
 from dsl.retry import resolve_retry, seconds
-from dsl.spec import Compensation, Expr, ForEach, Retry, StepSpec
+from dsl.plugins import ENTRY_POINT_GROUP, INSTALLED, PluginStepType, StepTypes
+from dsl.spec import Compensation, Expr, ForEach, Retry, Span, StepSpec
 from dsl.types import CLAUSES, SIDE_EFFECT_FREE_METHODS, STEP_TYPES, StepType, is_plugin_type, task_type
 
 _SINGLE = (ast.When, ast.ForEach, ast.RetryClause, ast.TimeoutClause, ast.AllowFailure, ast.Doc)
@@ -39,11 +40,13 @@ def compile_step(
     diags: list[Diagnostic],
     side_effects_matter: bool = True,
     constants: Mapping[str, Any] | None = None,
+    plugins: StepTypes = INSTALLED,
 ) -> CompiledStep:
     """Check ``step`` and lower it; problems go to ``diags``.
 
     ``base`` must share ``diags`` as its ``diagnostics`` and have a fresh ``refs`` for this step.
-    ``constants`` are the values of the `let`s known at compile time (for W501).
+    ``constants`` are the values of the `let`s known at compile time (for W501); ``plugins`` the
+    dotted step types whose config can be checked.
     """
     constants = constants or {}
     singles: dict[type, object] = {}
@@ -59,7 +62,7 @@ def compile_step(
     loop_var = for_each.var if isinstance(for_each, ast.ForEach) else None
     scope = base.but(loop_var=loop_var)
 
-    config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`")
+    config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`", plugins)
     after = [e for e in step.entries if isinstance(e, ast.After)]
     for clause in after:
         for name, loc in clause.names:
@@ -94,7 +97,7 @@ def compile_step(
     timeout = defaults.timeout
     if isinstance(singles.get(ast.TimeoutClause), ast.TimeoutClause):
         timeout = seconds(singles[ast.TimeoutClause].value, "timeout", diags)  # type: ignore[union-attr]
-    compensation = _compensation(singles.get(ast.Compensate), scope, lets, diags)
+    compensation = _compensation(singles.get(ast.Compensate), scope, lets, diags, plugins)
     doc = singles.get(ast.Doc)
 
     deps = {name for clause in after for name, _ in clause.names if name in scope.steps and name != step.name}
@@ -103,7 +106,7 @@ def compile_step(
         diags.append(error("E401", f"dependency cycle: {step.name} -> {step.name}", scope.refs[step.name],
                            "note: a step cannot read its own output; use `self` inside `compensate`"))
     spec = StepSpec(
-        name=step.name, type=step.type, task_type=task_type(step.type), config=config,
+        name=step.name, type=step.type, task_type=_task_type(step.type, plugins), config=config,
         depends_on=tuple(sorted(deps)), when=when_expr, for_each=fe_spec, retry=retry, timeout=timeout,
         compensate=compensation, allow_failure=ast.AllowFailure in singles,
         doc=doc.text if isinstance(doc, ast.Doc) else None, span=step.loc,
@@ -113,12 +116,21 @@ def compile_step(
     return CompiledStep(spec, deps, never_runs)
 
 
-def _config(type_name: str, type_loc: object, entries: tuple[ast.Entry, ...], scope: Scope, diags: list[Diagnostic], what: str) -> dict[str, Expr]:
+def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scope: Scope, diags: list[Diagnostic], what: str,
+            plugins: StepTypes) -> dict[str, Expr]:
     known = STEP_TYPES.get(type_name)
+    plugin = None
+    any_key = False  # a plugin without a closed set of keys
     if known is None and not is_plugin_type(type_name):
-        diags.append(error("E301", f"unknown step type `{type_name}`", type_loc, *did_you_mean(type_name, STEP_TYPES),  # type: ignore[arg-type]
+        diags.append(error("E301", f"unknown step type `{type_name}`", type_loc, *did_you_mean(type_name, STEP_TYPES),
                            "note: plugin step types are dotted, e.g. `acme.email`"))
+    elif known is None:
+        plugin = _plugin(type_name, type_loc, plugins, diags)
+        if plugin is not None:
+            known = StepType(plugin.keys or frozenset(), plugin.required)
+            any_key = plugin.keys is None
     config: dict[str, Expr] = {}
+    values: dict[str, Any] = {}
     for entry in entries:
         if not isinstance(entry, ast.Config):
             continue
@@ -128,14 +140,40 @@ def _config(type_name: str, type_loc: object, entries: tuple[ast.Entry, ...], sc
         lambdas = known.lambdas if known else frozenset()
         is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
         check_expr(entry.value, scope.but(item_ok=is_lambda) if is_lambda != scope.item_ok else scope)
-        if known is not None and entry.key not in known.keys:
+        if known is not None and not any_key and entry.key not in known.keys:
             diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
                                *_key_help(entry.key, known)))
         config[entry.key] = lambda_(entry.value) if is_lambda else lower(entry.value)
+        if config[entry.key]["op"] == "lit":
+            values[entry.key] = config[entry.key]["value"]
     if known is not None:
         for key in sorted(known.required - set(config)):
-            diags.append(error("E303", f"{what} misses required config `{key}` for `{type_name}`", type_loc))  # type: ignore[arg-type]
+            diags.append(error("E303", f"{what} misses required config `{key}` for `{type_name}`", type_loc))
+    if plugin is not None:
+        locs = {e.key: e.value.loc for e in entries if isinstance(e, ast.Config)}
+        for key, message in plugin.check_values(values):
+            diags.append(error("E320", f"config `{key}` does not match the schema of `{type_name}`: {message}", locs[key]))
     return config
+
+
+def _plugin(type_name: str, type_loc: Span, plugins: StepTypes, diags: list[Diagnostic]) -> PluginStepType | None:
+    """The plugin step type ``type_name``, or ``None`` (and a W505) when its config cannot be checked."""
+    plugin = plugins.get(type_name)
+    if plugin is None:
+        diags.append(warning("W505", f"no plugin installed for `{type_name}`; its config is not checked", type_loc,
+                             *did_you_mean(type_name, plugins),
+                             f"note: plugins declare step types in the entry point group `{ENTRY_POINT_GROUP}`"))
+        return None
+    if plugin.problem is not None:
+        diags.append(warning("W505", f"the plugin of `{type_name}` cannot be read ({plugin.problem}); its config is not checked",
+                             type_loc))
+        return None
+    return plugin
+
+
+def _task_type(type_name: str, plugins: StepTypes) -> str | None:
+    plugin = plugins.get(type_name) if is_plugin_type(type_name) else None
+    return plugin.task_type if plugin is not None and plugin.problem is None else task_type(type_name)
 
 
 def _key_help(key: str, known: StepType) -> tuple[str, ...]:
@@ -162,7 +200,8 @@ def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach
     )
 
 
-def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let], diags: list[Diagnostic]) -> Compensation | None:
+def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let], diags: list[Diagnostic],
+                  plugins: StepTypes) -> Compensation | None:
     if isinstance(clause, ast.CompensateNone):
         return Compensation(none_reason=clause.reason or "")
     if not isinstance(clause, ast.Compensate):
@@ -172,10 +211,10 @@ def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let]
     for entry in clause.entries:
         if not isinstance(entry, (ast.Config, ast.RetryClause)):
             diags.append(error("E317", "a `compensate` block takes config entries and `retry` only", entry.loc))
-    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`")
+    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`", plugins)
     retry_clause = next((e for e in clause.entries if isinstance(e, ast.RetryClause)), None)
     retry = resolve_retry(retry_clause, lets, diags) if retry_clause else None
-    return Compensation(type=clause.type, task_type=task_type(clause.type), config=config, retry=retry)
+    return Compensation(type=clause.type, task_type=_task_type(clause.type, plugins), config=config, retry=retry)
 
 
 def _side_effect_warnings(step: ast.Step, spec: StepSpec, diags: list[Diagnostic]) -> None:

@@ -124,9 +124,90 @@ def test_param_errors(params, code):
     assert code in codes(f"workflow w({params}) {{}}")
 
 
-def test_plugin_types_accept_any_config():
-    spec = compile_ok('workflow w() { step e: acme.email { to: "x", anything: 1 } }').spec("w")
-    assert spec.step("e").task_type == "acme.email"
+def test_plugin_types_without_a_plugin_accept_any_config_with_a_warning():
+    result = dsl.compile_source('workflow w() { step e: acme.email { to: "x", anything: 1 } }', "t.flow", step_types={})
+    assert result.ok and [d.code for d in result.diagnostics] == ["W505"]
+    assert result.diagnostics[0].message == "no plugin installed for `acme.email`; its config is not checked"
+    assert result.spec("w").step("e").task_type == "acme.email"
+
+
+EMAIL = {
+    "task_type": "email",
+    "config_schema": {
+        "type": "object",
+        "properties": {"to": {"type": "string", "format": "email"}, "subject": {"type": "string", "maxLength": 20},
+                       "priority": {"enum": ["low", "high"]}},
+        "required": ["to"],
+        "additionalProperties": False,
+    },
+}
+PLUGINS = {"acme.email": EMAIL, "acme.sms": {"keys": ["number", "text"], "required": ["number"]}, "acme.open": {}}
+
+
+def plugin_codes(body: str) -> list[tuple[str, str]]:
+    result = dsl.compile_source(f"workflow w(to: string = \"a@b.c\") {{ {body} }}", "t.flow", step_types=PLUGINS)
+    return [(d.code, d.message) for d in result.diagnostics]
+
+
+def test_an_installed_plugin_step_type_gives_its_task_type_and_passes_a_good_config():
+    result = dsl.compile_source('workflow w() { step e: acme.email { to: "ops@example.com", priority: "high" } }', "t.flow",
+                                step_types=PLUGINS)
+    assert result.diagnostics == []
+    assert result.spec("w").step("e").task_type == "email"
+
+
+@pytest.mark.parametrize("body, expected", [
+    ('step e: acme.email { to: "a@b.c", subjet: "x" }',
+     [("E302", "unknown config key `subjet` for `acme.email` steps")]),
+    ('step e: acme.email { subject: "x" }',
+     [("E303", "step `e` misses required config `to` for `acme.email`")]),
+    ('step e: acme.email { to: "a@b.c", priority: "urgent" }',
+     [("E320", "config `priority` does not match the schema of `acme.email`: 'urgent' is not one of ['low', 'high']")]),
+    ('step e: acme.email { to: 42 }',
+     [("E320", "config `to` does not match the schema of `acme.email`: 42 is not of type 'string'")]),
+    ('step e: acme.email { to: "not an address" }',
+     [("E320", "config `to` does not match the schema of `acme.email`: 'not an address' is not a 'email'")]),
+    ('step e: acme.email { to: params.to, subject: "${params.to}" }', []),  # computed values are the run's to check
+    ('step e: acme.sms { text: "hi" }', [("E303", "step `e` misses required config `number` for `acme.sms`")]),
+    ('step e: acme.sms { number: "1", txt: "hi" }', [("E302", "unknown config key `txt` for `acme.sms` steps")]),
+    ('step e: acme.open { anything: 1 }', []),
+    ('step e: noop { compensate acme.sms { text: "x" } }',
+     [("E303", "`compensate` misses required config `number` for `acme.sms`")]),
+])
+def test_plugin_config_is_checked(body, expected):
+    assert plugin_codes(body) == expected
+
+
+def test_unknown_plugin_type_suggests_an_installed_one():
+    result = dsl.compile_source('workflow w() { step e: acme.emial { to: "x" } }', "t.flow", step_types=PLUGINS)
+    assert [d.code for d in result.diagnostics] == ["W505"]
+    assert result.diagnostics[0].notes[0] == "help: did you mean `acme.email`?"
+
+
+def test_a_plugin_with_a_bad_schema_is_reported_not_applied():
+    plugins = {"acme.bad": {"config_schema": {"type": "objekt"}}}
+    result = dsl.compile_source('workflow w() { step e: acme.bad { x: 1 } }', "t.flow", step_types=plugins)
+    assert [d.code for d in result.diagnostics] == ["W505"]
+    assert "is not a valid JSON Schema" in result.diagnostics[0].message
+
+
+def test_step_types_are_read_from_entry_points(tmp_path, monkeypatch):
+    # Given an installed distribution declaring `acme.email` in the `flow.step_types` group
+    dist = tmp_path / "acme_flow-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-flow\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[flow.step_types]\nacme.email = acme_flow_steps:EMAIL\nacme.broken = acme_flow_steps:MISSING\nnodot = acme_flow_steps:EMAIL\n")
+    (tmp_path / "acme_flow_steps.py").write_text(f"EMAIL = {EMAIL!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # When the compiler reads the entry points
+    from dsl.plugins import load_step_types
+
+    found = load_step_types()
+    # Then the dotted types are known, a broken one says why, and an undotted one is ignored
+    assert set(found) == {"acme.email", "acme.broken"}
+    assert found["acme.email"].task_type == "email" and found["acme.email"].required == frozenset({"to"})
+    assert "failed to load (AttributeError)" in (found["acme.broken"].problem or "")
 
 
 @pytest.mark.parametrize("body, code", [

@@ -151,6 +151,14 @@ GOLDEN = {
         'workflow w() {\n  step a: noop { for each x in [] }\n}\n',
         't.flow:2:18: warning[W501]: step `a` can never run (`for each` over an empty list)\n  step a: noop { for each x in [] }\n                 ^^^^^^^^^^^^^^^^',
     ),
+    'no_plugin': (
+        'workflow w() {\n  step a: acme.email { to: "x" }\n}\n',
+        't.flow:2:11: warning[W505]: no plugin installed for `acme.email`; its config is not checked\n  step a: acme.email { to: "x" }\n          ^^^^^^^^^^\n  = note: plugins declare step types in the entry point group `flow.step_types`',
+    ),
+    'plugin_schema': (
+        'workflow w() {\n  step a: acme.email { to: 42 }\n}\n',
+        "t.flow:2:28: error[E320]: config `to` does not match the schema of `acme.email`: 42 is not of type 'string'\n  step a: acme.email { to: 42 }\n                           ^^",
+    ),
     'side_effect': (
         'workflow w() {\n  step a: http { method: "DELETE", url: "u" }\n}\n',
         't.flow:2:8: warning[W502]: step `a` has side effects (DELETE) but no `compensate`\n  step a: http { method: "DELETE", url: "u" }\n       ^\n  = help: add `compensate TYPE { ... }` to undo it, or `compensate none "reason"`',
@@ -166,10 +174,14 @@ GOLDEN = {
 }
 
 
+PLUGINS = {"acme.email": {"config_schema": {"type": "object", "properties": {"to": {"type": "string"}}}}}
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_rendered_diagnostic(name):
     source, expected = GOLDEN[name]
-    assert dsl.compile_source(source, "t.flow").render() == expected
+    step_types = PLUGINS if name == "plugin_schema" else {}
+    assert dsl.compile_source(source, "t.flow", step_types=step_types).render() == expected
 
 
 def test_all_errors_of_a_file_are_reported_in_one_pass():
