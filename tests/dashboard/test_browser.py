@@ -105,7 +105,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     sink = Sink(Flaky()).start()
     data_dir = tmp_path_factory.mktemp("flow")
     settings = Settings(database_url=f"sqlite:///{data_dir}/flow.db", broker_url="memory://",
-                        data_dir=str(data_dir), secret_key="browser-test-key", http_allowlist=("127.0.0.1",))
+                        data_dir=str(data_dir), secret_key="browser-test-key", http_allowlist=("127.0.0.1",),
+                        api_token="browser-test-token")  # auth on, so the test logs in
     app = create_app({"TESTING": False}, settings=settings)
     store = app.extensions["flow"].store
     store.deploy(SHOP, "shop.flow")
