@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +23,9 @@ TOKENS = [
     "]", ",", ":", ".", "=", "==", "!=", "<", ">=", "?", "??", "+", "-", "*", "/", "%", "&&", "||", "!", "1", "2.5",
     "1e3", "30s", "1h30m", "12abc", '"s"', '"${x}"', '"${', "'raw'", '"', "#c\n", "\n", " ", "\t", "\u202e", "\x00",
 ]
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FLOW_HYPOTHESIS_EXAMPLES=3000 for a longer run than the default suite's.
+EXAMPLES = int(os.environ.get("FLOW_HYPOTHESIS_EXAMPLES", "300"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def never_raises(source: str | bytes) -> dsl.CompileResult:
@@ -79,6 +83,28 @@ def test_mutated_reference_example(source):
         parse(source, "fuzz.flow")
     except FlowError:
         pass
+
+
+@st.composite
+def steps_with_damage(draw):
+    """A workflow of several steps, some of them damaged: step-level recovery must stay safe."""
+    lines = ["workflow w(n: int = 1) {"]
+    for i in range(draw(st.integers(1, 6))):
+        body = f'output: {{ i: {i}, s: "${{params.n}}" }}'
+        if draw(st.booleans()):
+            pos = draw(st.integers(0, len(body)))
+            body = body[:pos] + draw(st.sampled_from(TOKENS)) + body[pos + draw(st.integers(0, 4)):]
+        lines.append(f"  step s{i}: {draw(st.sampled_from(['noop', 'acme.email']))} {{ {body} }}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+@SETTINGS
+@given(steps_with_damage())
+def test_damaged_steps(source):
+    result = never_raises(source)
+    lines = [d.span.line for d in result.diagnostics if d.code in ("E101", "E103", "E104")]
+    assert len(lines) == len(set(lines))  # at most one syntax error per broken step
 
 
 @settings(max_examples=30, deadline=None)
