@@ -61,6 +61,9 @@ def create_app(
     from web import metrics  # /metrics (Prometheus), see docs/operations.md
 
     metrics.init_app(app)
+    from web import tracing  # a span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set
+
+    tracing.init_app(app)
     _register_dashboard(app)
     return app
 
