@@ -354,3 +354,36 @@ def test_schedules_show_next_fires_and_pause_resume(operator: LoggedIn) -> None:
     assert schedules.get(schedule_id).enabled is False
     resumed = operator.post(f"/schedules/{schedule_id}/resume", htmx=False)
     assert resumed.status_code == 303 and schedules.get(schedule_id).enabled is True
+
+
+def test_approve_and_reject_a_waiting_approval_step(operator: LoggedIn) -> None:
+    # Given a run waiting on an approval step
+    name = unique("approve")
+    operator.store.deploy(
+        f'workflow {name}() {{ step gate: approval {{ prompt: "ship it?" }} step after_gate: noop {{ output: steps.gate.output }} }}',
+        f"{name}.flow",
+    )
+    from engine.queries_dashboard import run_tasks
+
+    def waiting_gate(run_id: str) -> str:
+        tasks = run_tasks(operator.app.extensions["flow"].db, run_id)
+        return next(t["id"] for t in tasks if t["step"] == "gate" and t["status"] == "processing")
+
+    approved_run = operator.store.start_run(name, {})
+    gate = waiting_gate(approved_run)
+    page = operator.get(f"/runs/{approved_run}").get_data(as_text=True)
+    assert f"/runs/{approved_run}/tasks/{gate}/approve" in page and 'value="reject"' in page
+
+    # When the operator approves one run and rejects another
+    answered = operator.post(f"/runs/{approved_run}/tasks/{gate}/approve", {"decision": "approve", "comment": "ok"})
+    rejected_run = operator.store.start_run(name, {})
+    operator.post(f"/runs/{rejected_run}/tasks/{waiting_gate(rejected_run)}/approve", {"decision": "reject"})
+
+    # Then each step completes with the answer, and a second answer is refused
+    assert answered.status_code == 200 and "Approved step gate" in answered.get_data(as_text=True)
+    gate_step = next(s for s in operator.store.get_run(approved_run)["steps"] if s["name"] == "gate")
+    assert gate_step["output"] == {"approved": True, "by": operator.username, "comment": "ok"}
+    gate_step = next(s for s in operator.store.get_run(rejected_run)["steps"] if s["name"] == "gate")
+    assert gate_step["output"]["approved"] is False
+    again = operator.post(f"/runs/{approved_run}/tasks/{gate}/approve", {"decision": "approve"})
+    assert again.status_code == 409

@@ -17,6 +17,7 @@ from engine.states import RunStatus
 from web.api.context import services, store
 from web.dashboard.charts import timeline_svg
 from web.dashboard.render import LIVE_RUN, LIVE_TASK, inline_svg, is_htmx, page
+from web.dashboard.security import current_user
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -127,3 +128,20 @@ def retry_task(run_id: str, task_id: str) -> Any:
     if task["run_id"] != run_id:
         abort(404, f"Task {task_id} is not part of run {run_id}.")
     return _act(run_id, lambda: store().retry_task(task_id), f"Retrying task {task['step'] or task_id}.")
+
+
+@bp.post("/<run_id>/tasks/<task_id>/approve")
+def approve(run_id: str, task_id: str) -> Any:
+    """Answer a waiting ``approval`` step: the form's ``decision`` is ``approve`` or ``reject``."""
+    task = store().get_task(task_id)
+    if task["run_id"] != run_id:
+        abort(404, f"Task {task_id} is not part of run {run_id}.")
+    approved = request.form.get("decision") != "reject"
+    comment = (request.form.get("comment") or "").strip()[:1000] or None
+    user = current_user() or {"username": "unknown"}
+    return _act(
+        run_id,
+        lambda: store().approve_step(run_id, task["step"], approved, user["username"], comment,
+                                     item=task.get("item")),
+        f"{'Approved' if approved else 'Rejected'} step {task['step']}.",
+    )
