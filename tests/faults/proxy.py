@@ -32,6 +32,7 @@ class Proxy:
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)  # idle pooled connections must stay open
             except OSError:
                 client.close()
                 continue
