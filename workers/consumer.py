@@ -304,6 +304,9 @@ class Worker:
             # new idempotency key: give a finished (or finishing) handler its result instead.
             if entry.future.done() or wait([entry.future], timeout=0.5).done:
                 continue
+            # Not started yet (queued behind busy handlers): it must never start, or its effect
+            # would happen under this attempt's key while the retry does it under the next one.
+            entry.future.cancel()
             # Python cannot kill the thread; it keeps its pool slot until the handler returns, and
             # its late result is ignored.
             del self._inflight[key]
