@@ -41,6 +41,7 @@ _DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIMPLE_PATH = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*")
+_PLAIN = re.compile(r"[^\\$]+")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "'": "'", "0": "\0"}
 
 ExprParser = Callable[[str, int, int], Any]  # (text, line, column) -> the AST of an `expr`
@@ -124,8 +125,7 @@ class AstBuilder:
 
     def _whole(self, children: list[Any]) -> Span:
         """The span of a rule from all its children (``None`` placeholders skipped)."""
-        first = next(c for c in children if c is not None)
-        last = next(c for c in reversed(children) if c is not None)
+        first, last = children[0], children[-1]  # a rule never starts or ends with an empty `[...]`
         return self._bounds(first, last)
 
     def _tspan(self, tok: Token) -> Span:
@@ -403,10 +403,17 @@ class AstBuilder:
     def _string(self, tok: Token) -> ast.Expr:
         """Unescape a "..." token and parse each `${...}` inside it as an expression."""
         raw, loc = str(tok), self._tspan(tok)
+        if "\\" not in raw and "$" not in raw:
+            return ast.Literal(raw[1:-1], loc)
         parts: list[Any] = []
         buf: list[str] = []
         i, end = 1, len(raw) - 1
         while i < end:
+            plain = _PLAIN.match(raw, i, end)
+            if plain:  # runs of ordinary characters in one step
+                buf.append(plain.group())
+                i = plain.end()
+                continue
             ch = raw[i]
             if ch == "\\":
                 i = self._escape(raw, i, tok, buf)
