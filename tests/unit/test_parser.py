@@ -135,3 +135,19 @@ def test_recovers_at_step_granularity_inside_a_workflow():
     tree, diags = parse_partial(source, "t.flow")
     assert [(d.span.line, d.span.column) for d in diags] == [(2, 30), (3, 44)]
     assert tree.workflows == ()  # its good steps could refer to the broken ones: no semantic pass on it
+
+
+def test_threads_parse_at_the_same_time():
+    # One parser serves every thread; each parse keeps its own state (file name, diagnostics).
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = [(f"f{i}.flow", f'workflow w{i}() {{ step s: noop {{ output: "{i}${{params.x}}" }} }}\nlet when = {i}\n')
+               for i in range(40)]
+
+    def run(item: tuple[str, str]) -> tuple[str, list[str]]:
+        tree, diags = parse_partial(item[1], item[0])
+        return tree.workflows[0].name, [f"{d.span.file}:{d.code}" for d in diags]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, sources * 5))
+    assert results == [(f"w{i}", [f"f{i}.flow:E107"]) for i in range(40)] * 5
