@@ -356,7 +356,8 @@ class AstBuilder:
                     f'help: write "{key}": ...',
                 ))
         else:
-            key = self._string(tok).value if tok.type == "STRING" else str(tok)[1:-1]
+            node = self._string(tok) if tok.type == "STRING" else ast.Literal(str(tok)[1:-1], self._tspan(tok))
+            key = node.value if isinstance(node, ast.Literal) else None
             if not isinstance(key, str):
                 self._st.diagnostics.append(error("E109", "an object key cannot use `${...}`", self._tspan(tok)))
                 key = ""

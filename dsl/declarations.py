@@ -59,6 +59,8 @@ def _check_type(t: ast.TypeRef, diags: list[Diagnostic]) -> bool:
 def _show(value: object) -> str:
     import json
 
+    if value is NOT_CONSTANT:
+        return "(an expression, not a constant)"
     return json.dumps(value)[:40]
 
 

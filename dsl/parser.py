@@ -46,7 +46,9 @@ _OPERATORS = {"&&": "and", "||": "or", "!": "not"}
 _MAX_EXPECTED = 10
 _TOP_LEVEL = re.compile(r"^(?:workflow|let)\b", re.MULTILINE)
 # A step header up to the `{` of its body, `step NAME: TYPE {`, broken or not.
-_STEP_START = re.compile(r"(?<![\w.])step\b[^{}()\[\]\"'#]*\{")
+_STEP_START = re.compile(r"(?<![\w.])step[ \t\r\n]+[A-Za-z_][^{}()\[\]\"'#]*\{")
+# What comes right before the `{` of a block that holds steps: `workflow w(...)` or `on failure`.
+_STEP_HOLDER = re.compile(r"(?:\)|\bon[ \t\r\n]+failure)[ \t\r\n]*\Z")
 _MAX_RECOVERIES = 20  # re-parses of one declaration; each costs a parse of it
 
 
@@ -154,6 +156,11 @@ def _enclosing_step(text: str, offset: int) -> tuple[int, int] | None:
     close = scan.matching_close(text, match.end() - 1)
     # Steps do not nest: a body that runs into the next step is not whole (a `}` is missing).
     if close is None or offset > close or any(match.start() < m.start() < close for m in headers):
+        return None
+    # A step stands in a workflow's body or in `on failure { }`. Inside anything else (an object left
+    # open before it, say) the error lies before the step, and skipping it would only repeat it.
+    opened = scan.open_brackets(text, match.start())
+    if not opened or not _STEP_HOLDER.search(text, 0, opened[-1]):
         return None
     return match.start(), close + 1
 

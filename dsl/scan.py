@@ -94,14 +94,20 @@ def _bad_char(filename: str, source: str, offset: int) -> Diagnostic:
 
 def unclosed_bracket(source: str) -> int | None:
     """Offset of the innermost bracket left open at the end of ``source``, if any."""
+    stack = open_brackets(source, len(source))
+    return stack[-1] if stack else None
+
+
+def open_brackets(source: str, end: int) -> list[int]:
+    """Offsets of the brackets still open at ``end``, outermost first."""
     stack: list[int] = []
-    for match in _SCAN.finditer(source):
+    for match in _SCAN.finditer(source, 0, end):
         first = match.group()[0]
         if first in _OPEN:
             stack.append(match.start())
         elif first in ")]}" and stack:
             stack.pop()
-    return stack[-1] if stack else None
+    return stack
 
 
 def in_string_or_comment(source: str, offset: int) -> bool:

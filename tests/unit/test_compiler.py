@@ -431,3 +431,13 @@ workflow order_saga(
   output { charge_id: steps.charge.output.body.id, shipped: steps.ship.status == "completed" }
 }
 '''
+
+
+@pytest.mark.parametrize("source, code", [
+    # Found by the fuzz test with more examples: both used to raise instead of reporting.
+    ('let x = { "${a}": 1 }', "E109"),
+    ("workflow w(n: int = 1) { schedule cron params.n }", "E308"),
+    ("workflow w(n: int = 1) { schedule at params.n }", "E318"),
+])
+def test_computed_keys_and_schedules_are_diagnostics_not_crashes(source, code):
+    assert code in codes(source)
