@@ -69,6 +69,9 @@ class _Parse:
     depth: dict[int, int] = field(default_factory=dict)
     # Spans of parenthesised expressions: `(a)` is the node of `a`, but its parent spans the parentheses.
     outer: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    # The nodes keyed by id above, kept alive for the whole parse: the nodes of a `${...}` that failed
+    # to parse are dropped, and a new node must never find their entries under a recycled id.
+    keep: list[Any] = field(default_factory=list)
 
 
 class AstBuilder:
@@ -133,7 +136,8 @@ class AstBuilder:
 
     def _expr(self, node: Any, *children: Any) -> Any:
         """Record the depth of a new expression node; refuse trees deep enough to hurt later passes."""
-        depth_of = self._st.depth
+        st = self._st
+        depth_of = st.depth
         depth = 1 + max((depth_of.get(id(c), 0) for c in children), default=0)
         if depth > MAX_EXPR_DEPTH:
             raise FlowLimitError([error(
@@ -141,6 +145,7 @@ class AstBuilder:
                 "help: split it with `let` constants",
             )])
         depth_of[id(node)] = depth
+        st.keep.append(node)
         return node
 
     def _name(self, tok: Token, what: str) -> str:
@@ -291,7 +296,9 @@ class AstBuilder:
     def atom(self, children: list[Any]) -> ast.Expr:
         """`( expr )`: the node of `expr`, whose parents span the parentheses too."""
         lpar, inner, rpar = children
-        self._st.outer[id(inner)] = (lpar.line, lpar.column, rpar.end_line, rpar.end_column)
+        st = self._st
+        st.outer[id(inner)] = (lpar.line, lpar.column, rpar.end_line, rpar.end_column)
+        st.keep.append(inner)
         return inner
 
     def cond(self, children: list[Any]) -> ast.Expr:
@@ -362,8 +369,9 @@ class AstBuilder:
                 self._st.diagnostics.append(error("E109", "an object key cannot use `${...}`", self._tspan(tok)))
                 key = ""
         entry = ast.ObjectEntry(key, value, self._tspan(tok))
-        depth_of = self._st.depth
-        depth_of[id(entry)] = depth_of.get(id(value), 0)
+        st = self._st
+        st.depth[id(entry)] = st.depth.get(id(value), 0)
+        st.keep.append(entry)
         return entry
 
     def true(self, children: list[Any]) -> ast.Expr:

@@ -238,6 +238,8 @@ def _unexpected_token(exc: UnexpectedToken, text: str, filename: str) -> Diagnos
                      "compensate, allow_failure, doc")
     if tok.type in ("EQ", "NE", "LT", "LE", "GT", "GE", "IN") and not expected & {"EQ", "LT", "IN"}:
         return error("E101", f"comparisons do not chain: unexpected {found}", span, "help: use `and`: `a < b and b < c`")
+    if not expected:  # lark knows no token that could come here (after a whole `${...}` expression)
+        return error("E101", f"unexpected {found}", span)
     return error("E101", f"unexpected {found}; expected {_expected_words(expected)}", span)
 
 

@@ -151,3 +151,13 @@ def test_threads_parse_at_the_same_time():
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(run, sources * 5))
     assert results == [(f"w{i}", [f"f{i}.flow:E107"]) for i in range(40)] * 5
+
+
+def test_a_failed_interpolation_leaves_no_trace_on_later_nodes():
+    # The nodes of a `${...}` that fails to parse are dropped; spans of later nodes stay their own.
+    source = 'let a = "${(x) +}"\nlet b = (c) + [d]\nlet e = "${(f) )}"\n'
+    tree, diags = parse_partial(source, "t.flow")
+    assert [(d.span.line, d.span.column, d.message) for d in diags] == [
+        (1, 17, "unexpected end of `${...}`; expected an expression"), (3, 16, "unexpected `)`")]
+    b = tree.lets[0].expr
+    assert (b.loc.column, b.loc.end_column) == (9, 18) and (b.left.loc.column, b.left.loc.end_column) == (10, 11)
