@@ -159,5 +159,5 @@ def test_a_failed_interpolation_leaves_no_trace_on_later_nodes():
     tree, diags = parse_partial(source, "t.flow")
     assert [(d.span.line, d.span.column, d.message) for d in diags] == [
         (1, 17, "unexpected end of `${...}`; expected an expression"), (3, 16, "unexpected `)`")]
-    b = tree.lets[0].expr
+    b = tree.lets[1].expr
     assert (b.loc.column, b.loc.end_column) == (9, 18) and (b.left.loc.column, b.left.loc.end_column) == (10, 11)
