@@ -452,6 +452,10 @@ class _ConfirmedBatch:
             return
         bodies, self._bodies = self._bodies, []
         for body in bodies:
+            if self._confirms:
+                # Counted before the publish: its confirm may be read while the next one is written.
+                self._sent += 1
+                self._unconfirmed.add(self._sent)
             self._producer.publish(
                 body,
                 routing_key=contracts.RESULT_QUEUE,
@@ -462,8 +466,6 @@ class _ConfirmedBatch:
             )
         if not self._confirms:
             return
-        self._unconfirmed.update(range(self._sent + 1, self._sent + len(bodies) + 1))
-        self._sent += len(bodies)
         deadline = time.monotonic() + 30.0
         while self._unconfirmed:
             remaining = deadline - time.monotonic()
