@@ -99,6 +99,13 @@ class AstBuilder:
         finally:
             self._local.state = None
 
+    def checkpoint(self) -> int:
+        """A mark of the diagnostics so far, for ``rollback`` when a parse is abandoned to be redone."""
+        return len(self._st.diagnostics)
+
+    def rollback(self, mark: int) -> None:
+        del self._st.diagnostics[mark:]
+
     @property
     def _st(self) -> _Parse:
         return self._local.state  # type: ignore[no-any-return]

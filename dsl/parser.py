@@ -16,7 +16,7 @@ from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
-from dsl import ast, scan
+from dsl import ast, lalr, scan
 from dsl.builder import AstBuilder
 from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSyntaxError, error
 from dsl.spec import Span
@@ -32,6 +32,7 @@ _LARK = Lark(
     transformer=_BUILDER,
     start=["start", "expr"],
 )
+_FAST = lalr.make(_LARK)  # the same parse, faster; lark itself for what it cannot take (errors)
 
 # Words for terminals, so that users never see lark's names (RBRACE, KEY, $END ...).
 _WORDS: dict[str, str] = {
@@ -176,6 +177,12 @@ def _pad(text: str, line: int, column: int) -> str:
 
 
 def _parse_tree(text: str, filename: str, start: str) -> Any:
+    if _FAST is not None:
+        mark = _BUILDER.checkpoint()
+        try:
+            return _FAST(text, start)
+        except lalr.Miss:
+            _BUILDER.rollback(mark)  # lark parses it again, to say what is wrong
     try:
         return _LARK.parse(text, start=start)
     except UnexpectedInput as exc:

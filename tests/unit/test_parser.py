@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsl import ast
 from dsl.errors import FlowError, FlowLimitError, FlowSyntaxError
@@ -161,3 +165,46 @@ def test_a_failed_interpolation_leaves_no_trace_on_later_nodes():
         (1, 17, "unexpected end of `${...}`; expected an expression"), (3, 16, "unexpected `)`")]
     b = tree.lets[1].expr
     assert (b.loc.column, b.loc.end_column) == (9, 18) and (b.left.loc.column, b.left.loc.end_column) == (10, 11)
+
+
+def _both_ways(text: str):
+    """(fast path result or "miss", lark result or the lark error's class), under one builder session."""
+    from dsl import lalr, parser
+
+    def parse_expr(inner, line, col):
+        return parser._parse_tree(parser._pad(inner, line, col), "t.flow", "expr")
+
+    results = []
+    for use_fast in (True, False):
+        with parser._BUILDER.session("t.flow", parse_expr) as state:
+            try:
+                tree = parser._FAST(text, "start") if use_fast else parser._LARK.parse(text, start="start")
+            except lalr.Miss:
+                tree = "miss"
+            except Exception as exc:  # lark's own errors, compared by class
+                tree = type(exc).__name__
+            results.append((tree, [d.message for d in state.diagnostics]))
+    return results
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.flow")), ids=lambda p: p.name)
+def test_fast_path_builds_the_same_ast_as_lark(path):
+    from dsl import parser
+
+    assert parser._FAST is not None, "the fast path should work with the lark version in use"
+    fast, slow = _both_ways(path.read_text())
+    assert fast == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["", "}", "{", ")", "(", "step", ",", ":", "1", '"${', "when", "x."]))
+def test_fast_path_misses_exactly_where_lark_fails(position, piece):
+    # Given a damaged example; when both parse it; then both build the same AST, or the fast path misses where lark raises.
+    from tests.unit.test_compiler import EXAMPLE
+
+    pos = position % (len(EXAMPLE) + 1)
+    fast, slow = _both_ways(EXAMPLE[:pos] + piece + EXAMPLE[pos:])
+    if fast[0] == "miss":
+        assert isinstance(slow[0], str), "the fast path gave up on a text lark parses"
+    else:
+        assert fast == slow
