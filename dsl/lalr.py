@@ -44,7 +44,9 @@ def make(lark: Lark) -> Parse | None:
         for state, lexer in lexers.items():
             if id(lexer) not in scanners:
                 scanner = lexer.scanner  # built on first use, with `lexer.callback`
-                scanners[id(lexer)] = (tuple(scanner._mres), lexer.callback, lexer.ignore_types, lexer.newline_types)
+                # Names as plain `str`: lark's are tokens, whose Python-level `__eq__` every lookup would call.
+                scanners[id(lexer)] = (tuple(scanner._mres), {str(k): v for k, v in lexer.callback.items()},
+                                       frozenset(map(str, lexer.ignore_types)), frozenset(map(str, lexer.newline_types)))
             by_state[state] = scanners[id(lexer)]
         rules: dict[int, tuple[int, str, Any, bool]] = {}
         for row in table.states.values():
@@ -52,7 +54,7 @@ def make(lark: Lark) -> Parse | None:
                 if action is not Shift and id(arg) not in rules:
                     unit = bool(arg.options.expand1 and len(arg.expansion) == 1 and not arg.alias
                                 and not arg.expansion[0].name.startswith("_"))
-                    rules[id(arg)] = (len(arg.expansion), arg.origin.name, callbacks[arg], unit)
+                    rules[id(arg)] = (len(arg.expansion), str(arg.origin.name), callbacks[arg], unit)
         starts, ends = dict(table.start_states), dict(table.end_states)
     except (AttributeError, KeyError, TypeError, ImportError):
         return None
