@@ -3,6 +3,10 @@
 ``parse`` raises on the first problem; ``parse_partial`` (used by the compiler) returns what it
 could build plus every diagnostic, re-parsing from the next top-level declaration after an error,
 and inside a declaration from the next step (one syntax error per step).
+
+The AST is built during the parse (dsl/builder.py is lark's inline transformer). Well-formed text
+takes the fast path of dsl/lalr.py, a tight loop over lark's own tables; text it cannot take is
+parsed again by lark, whose exception is translated here.
 """
 
 from __future__ import annotations
