@@ -27,7 +27,7 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
         database_table_schemas={},
     )
 
-    @app.task(name="bench.noop")
+    @app.task(name="bench.noop", shared=False)
     def noop(value: object = None, *args: object) -> object:
         """Return ``value``: the Celery twin of Flow's ``noop`` step."""
         return value

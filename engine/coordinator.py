@@ -87,6 +87,7 @@ class Coordinator:
         topology_ready = False
         next_timers = 0.0
         log.info("coordinator started (broker %s)", _redact(self.broker.url))
+        self._start_waker(stop_event)
         try:
             while not stop_event.is_set():
                 try:
@@ -120,6 +121,52 @@ class Coordinator:
             consumer.close()
             publisher.close()
             log.info("coordinator stopped after applying %d results", self.applied)
+
+    def _start_waker(self, stop_event: threading.Event) -> threading.Thread | None:
+        """On PostgreSQL, a thread that relays at once when a command (a new run) NOTIFYs
+        ``flow_outbox``, so that a run's first step does not wait for this loop's next pass."""
+        engine = getattr(self.store, "engine", None)
+        if engine is None or engine.dialect.name != "postgresql":
+            return None
+        thread = threading.Thread(target=self._wake_relay, args=(engine, stop_event),
+                                  name="flow-outbox-waker", daemon=True)
+        thread.start()
+        return thread
+
+    def _wake_relay(self, engine: Any, stop_event: threading.Event) -> None:
+        import select
+
+        import psycopg2
+
+        from engine.store_outbox import OUTBOX_CHANNEL
+
+        # Its own publisher connection (channels are not thread-safe); two relays never publish
+        # the same rows (SKIP LOCKED), exactly as with two coordinators.
+        publisher = Publisher(self.broker)
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = None
+        try:
+            while not stop_event.is_set():
+                try:
+                    if conn is None:
+                        conn = psycopg2.connect(dsn)
+                        conn.autocommit = True
+                        conn.cursor().execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    if select.select([conn], [], [], 0.5)[0]:
+                        conn.poll()
+                        if conn.notifies:
+                            conn.notifies.clear()
+                            self._relay(publisher)
+                except Exception as exc:  # the main loop's relay still polls: only latency is lost
+                    log.warning("outbox waker: %s: %s; retrying", type(exc).__name__, exc)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    stop_event.wait(1.0)
+        finally:
+            if conn is not None:
+                conn.close()
+            publisher.close()
 
     def _apply(self, results: list[ResultMessage]) -> None:
         outcome = self.store.apply_results(results)

@@ -35,6 +35,7 @@ from engine.store_common import (
     to_datetime,
 )
 from engine.store_deploy import find_version, spec_of
+from engine.store_outbox import notify_outbox
 from engine.store_plan import plan_runs, set_run_status
 
 R = RunStatus
@@ -62,6 +63,7 @@ def start_run(
                            to_datetime(scheduled_at), parent_run_id)
             conn.execute(runs.insert().values(**row))
             plan_runs(ctx, conn, {row["id"]: row}, Writes(), row["created_at"])
+            notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
             return str(row["id"])
     except IntegrityError:
         # Two requests with the same key raced; the other one's run is the answer.

@@ -8,11 +8,12 @@ results give exactly-once transitions.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from engine import metrics, tracing
 from engine import retry as retry_policy
@@ -69,11 +70,19 @@ def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchO
             row["id"]: dict(row) for row in select_in(select(tasks), tasks.c.id, task_ids, conn)
         }
         seqs = iter(take_finished_seq(ctx, conn, sum(r.status == "completed" for r in ordered)))
+        seq_of = {i: next(seqs) for i, r in enumerate(ordered) if r.status == "completed"}
+        bulk = _complete_in_bulk(ctx, conn, ordered, rows, locked, seq_of, now)
         applied = dropped = 0
         touched: set[str] = set()
-        for result in ordered:
+        for index, result in enumerate(ordered):
             row = rows.get(result.task_id)
-            new = _apply_one(ctx, conn, row, result, writes, now, seqs) if row else None
+            if index in bulk:
+                new = bulk[index]
+                if new is not None:
+                    _log_attempt(writes, new, result, "info", f"attempt {new['attempt']} completed", None, now)
+                    tracing.emit_step(new, now)
+            else:
+                new = _apply_one(ctx, conn, row, result, writes, now, iter([seq_of.get(index)])) if row else None
             if new is None:
                 dropped += 1
                 _log_drop(result, row)
@@ -86,6 +95,55 @@ def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchO
         writes.flush(conn)
     log.debug("batch: %d results applied, %d dropped, %d planner actions", applied, dropped, planned)
     return BatchOutcome(applied, dropped, tuple(sorted(touched)))
+
+
+def _complete_in_bulk(
+    ctx: StoreContext,
+    conn: Connection,
+    ordered: Sequence[ResultMessage],
+    rows: dict[str, dict[str, Any]],
+    locked: dict[str, dict[str, Any]],
+    seq_of: dict[int, int],
+    now: datetime,
+) -> dict[int, dict[str, Any] | None]:
+    """The common case in one statement (PostgreSQL): ``completed`` results of tasks whose run
+    this transaction holds, one result per task in the batch. The same compare-and-set as
+    ``cas_task`` (status pending/processing and the fencing token), for all of them at once; the
+    new row by result index, None where the CAS refused it. Other results go one by one."""
+    if not ctx.is_postgres:
+        return {}
+    per_task: dict[str, int] = {}
+    for result in ordered:
+        per_task[result.task_id] = per_task.get(result.task_id, 0) + 1
+    picked: dict[int, dict[str, Any]] = {}
+    for index, result in enumerate(ordered):
+        row = rows.get(result.task_id)
+        if (
+            result.status != "completed" or row is None or per_task[result.task_id] != 1
+            or row["run_id"] not in locked  # tasks are covered by their run's lock
+            or row["fencing_token"] != result.fencing_token or T(row["status"]) not in RESULT_SOURCES
+        ):
+            continue
+        started = row["started_at"] or to_datetime(result.started_at) or now
+        picked[index] = {"id": row["id"], "token": result.fencing_token, "output": result.output,
+                         "seq": seq_of[index], "started_at": started.isoformat()}
+    if not picked:
+        return {}
+    statement = text(
+        "UPDATE tasks AS t SET status = :completed, output = v.output, error = NULL, "
+        "lease_expires_at = NULL, finished_at = :now, finished_seq = v.seq, "
+        "started_at = v.started_at, updated_at = :now "
+        "FROM jsonb_to_recordset(CAST(:data AS jsonb)) "
+        "AS v(id text, token integer, output jsonb, seq bigint, started_at timestamptz) "
+        "WHERE t.id = v.id AND t.fencing_token = v.token AND t.status IN (:pending, :processing) "
+        "RETURNING t.*"
+    ).columns(*tasks.c)
+    returned = conn.execute(statement, {
+        "completed": T.COMPLETED.value, "pending": T.PENDING.value, "processing": T.PROCESSING.value,
+        "now": now, "data": json.dumps(list(picked.values())),
+    }).mappings().all()
+    by_id = {row["id"]: dict(row) for row in returned}
+    return {index: by_id.get(values["id"]) for index, values in picked.items()}
 
 
 def _apply_one(
