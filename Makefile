@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/flow check workflows/*.flow
+	$(BIN)/flow deploy workflows/*.flow
 	$(BIN)/flow run workflows/hello.flow --local -p name=newcomer
 	@echo "Flow is starting on http://127.0.0.1:$${PORT:-3030} (Ctrl-C stops it)"
 	$(BIN)/flow up
