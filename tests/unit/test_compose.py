@@ -52,12 +52,15 @@ def _resolve(value: Any) -> str:
 
 
 def test_docker_compose_config_accepts_the_file() -> None:
-    tool = shutil.which("docker-compose") or shutil.which("docker")
-    if tool is None:
-        pytest.skip("neither docker-compose nor docker is installed")
-    args = [tool, "-f", str(COMPOSE), "config", "-q"]
-    if tool.endswith("docker"):
-        args = [tool, "compose", "-f", str(COMPOSE), "config", "-q"]
+    # `docker compose` (the plugin) or Debian's `docker-compose`; .ci/run installs the latter.
+    args: list[str] | None = None
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60).returncode == 0:
+        args = [docker, "compose", "-f", str(COMPOSE), "config", "-q"]
+    elif shutil.which("docker-compose"):
+        args = [str(shutil.which("docker-compose")), "-f", str(COMPOSE), "config", "-q"]
+    if args is None:
+        pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs docker-compose)")
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
