@@ -233,7 +233,7 @@ def _side_effect_warnings(step: ast.Step, spec: StepSpec, diags: list[Diagnostic
     if method in ("POST", "PATCH") and spec.retry.attempts > 1 and not _has_idempotency_key(step):
         diags.append(warning(
             "W503", f"step `{step.name}` retries a {method} without an `Idempotency-Key` header", step.name_loc,
-            "note: the engine sends one per step attempt; name it in `headers` to make the target's contract explicit",
+            "note: the engine's key changes with each attempt (it guards redeliveries); a key stable across retries, e.g. `\"charge-${params.order_id}\"`, guards against a retry repeating an effect whose response was lost",
         ))
 
 

@@ -165,7 +165,7 @@ GOLDEN = {
     ),
     'retried_post': (
         'workflow w() {\n  step a: http { method: "POST", url: "u", compensate none "ok" }\n}\n',
-        't.flow:2:8: warning[W503]: step `a` retries a POST without an `Idempotency-Key` header\n  step a: http { method: "POST", url: "u", compensate none "ok" }\n       ^\n  = note: the engine sends one per step attempt; name it in `headers` to make the target\'s contract explicit',
+        't.flow:2:8: warning[W503]: step `a` retries a POST without an `Idempotency-Key` header\n  step a: http { method: "POST", url: "u", compensate none "ok" }\n       ^\n  = note: the engine\'s key changes with each attempt (it guards redeliveries); a key stable across retries, e.g. `\"charge-${params.order_id}\"`, guards against a retry repeating an effect whose response was lost',
     ),
     'nullable_output': (
         'workflow w() {\n  step a: noop { when true }\n  step b: noop { output: steps.a.output.x }\n}\n',
