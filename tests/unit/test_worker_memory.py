@@ -34,13 +34,14 @@ def test_worker_runs_tasks_on_the_memory_transport() -> None:
 
             with kombu.Consumer(conn.default_channel, queues=[contracts.results_queue()], on_message=on_message):
                 deadline = time.monotonic() + 10
-                while len(got) < 8 and time.monotonic() < deadline:
+                while len([r for r in got if r.status != "started"]) < 4 and time.monotonic() < deadline:
                     try:
                         conn.drain_events(timeout=0.1)
                     except TimeoutError:
                         pass
         final = {r.task_id: r for r in got if r.status != "started"}
-        assert {r.task_id for r in got if r.status == "started"} == {"t0", "t1", "t2", "d"}
+        # `started` is only sent for a task still running after 50 ms; these finish at once.
+        assert {r.task_id for r in got if r.status == "started"} <= {"t0", "t1", "t2", "d"}
         assert {k: r.output for k, r in final.items()} == {"t0": 0, "t1": 1, "t2": 2, "d": [[1, 2], [3]]}
     finally:
         worker.stop()
