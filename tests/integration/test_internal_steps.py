@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
 
-from engine import db, store_internal
+from sqlalchemy import Engine, select
+
+from engine import store_internal
 from engine.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
 from engine.errors import IllegalTransition, NotFound
 from engine.models import Run, Task
 from engine.settings import Settings
 from engine.store import OutboxMessage, Store
 from engine.store_common import Writes
+from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -62,43 +63,6 @@ workflow napper(n: int) {
   output { nap: steps.nap.output, n: params.n }
 }
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path, postgres_url: str) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = db.make_engine(f"sqlite:///{tmp_path / 'flow.db'}")
-        db.upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    schema = f"s_{uuid.uuid4().hex[:8]}"
-    admin = db.make_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = db.make_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

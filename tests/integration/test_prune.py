@@ -8,20 +8,20 @@ before the cutoff, in batches of the size asked for, and leave every live row al
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+
 from click.testing import CliRunner
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, event, func, select
 
 from engine import db
 from engine.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
 from engine.models import DeadLetter, Run, Task, TaskLog
 from engine.store import OutboxMessage, Store
 from engine.store_prune import parse_age, prune
+from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -31,35 +31,6 @@ workflow one(n: int) {
 }
 """
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = db.make_engine(f"sqlite:///{tmp_path / 'flow.db'}")
-        db.upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    schema = f"p_{uuid.uuid4().hex[:8]}"
-    admin = db.make_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = db.make_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def _tasks(store: Store) -> list[TaskMessage]:

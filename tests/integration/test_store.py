@@ -10,17 +10,17 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
 
-from engine import db
+from sqlalchemy import Engine, event, func, select
+
 from engine.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
 from engine.errors import CompileFailed, Conflict, IllegalTransition, InvalidParams, NotFound
 from engine.models import DeadLetter, Outbox, Task
 from engine.store import OutboxMessage, Store
+from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -67,44 +67,6 @@ workflow one(n: int) {
   step only: http { method: "GET"  url: "https://one.example/${params.n}" }
 }
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path, postgres_url: str) -> Iterator[Engine]:
-    """A migrated, empty database: its own schema on PostgreSQL, a new file on SQLite."""
-    if request.param == "sqlite":
-        eng = db.make_engine(f"sqlite:///{tmp_path / 'flow.db'}")
-        db.upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    schema = f"s_{uuid.uuid4().hex[:8]}"
-    admin = db.make_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = db.make_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
