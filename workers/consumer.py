@@ -44,6 +44,8 @@ log = logging.getLogger("flow.worker")
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
 # Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
+# A task that carries it is a *suspect*: it runs alone on its worker (see _start_alone), so that a
+# worker death while it runs is its own doing, not that of a task that happened to run beside it.
 REDELIVERIES_HEADER = "x-flow-redeliveries"
 IDLE_POLL, BUSY_POLL = 0.5, 0.001  # drain_events timeouts: idle, and while results may be pending
 # A task still running after this many seconds reports ``started`` (the coordinator then moves it to
@@ -61,6 +63,7 @@ class _InFlight:
     deadline: float | None
     future: "Future[ResultMessage]"
     reported: bool = False  # ``started`` published
+    alone: bool = False  # a suspect running alone (see _start_alone)
 
 
 class Worker:
@@ -102,6 +105,12 @@ class Worker:
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
+        self._consumer: kombu.Consumer | None = None
+        # A suspect waiting for the handlers in flight to finish, then running alone; while it
+        # waits or runs, this worker takes nothing else (its consumer is cancelled, deliveries that
+        # were already on their way are handed back).
+        self._suspect: tuple[Message, TaskMessage] | None = None
+        self._alone = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -166,7 +175,8 @@ class Worker:
         self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
         self._batch = _ConfirmedBatch(connection)
         self._received.clear()
-        consumer = kombu.Consumer(
+        self._suspect, self._alone = None, False
+        consumer = self._consumer = kombu.Consumer(
             channel,
             queues=[contracts.task_queue(t, quorum=quorum) for t in self.task_types],
             on_message=self._received.append,
@@ -195,15 +205,21 @@ class Worker:
         connection.heartbeat_check()
         self._publish_finished()
         self._expire_overdue()
+        self._start_alone()
 
     def _drain_for_shutdown(self, connection: kombu.Connection) -> None:
-        # Deliveries not yet handled or still queued in the pool have not started: hand them back.
+        # Deliveries not yet handled or still queued in the pool have not started: hand them back
+        # as copies (a requeue would mark them redelivered, which counts as a worker death).
         while self._received:
-            self._received.pop(0).requeue()
+            message = self._received.pop(0)
+            self._hand_back_raw(message)
+        if self._suspect is not None:
+            self._hand_back(*self._suspect)
+            self._suspect = None
         for key, entry in list(self._inflight.items()):
             if entry.future.cancel():
                 del self._inflight[key]
-                entry.message.requeue()
+                self._hand_back(entry.message, entry.task)
         deadline = time.monotonic() + self.grace_period
         while self._inflight and time.monotonic() < deadline:
             self._pump(connection)
@@ -223,16 +239,74 @@ class Worker:
             message.reject(requeue=False)
             return
         if self.stop_event.is_set():
-            message.requeue()
+            self._hand_back(message, task)
             return
         if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
             return
+        if self._suspect is not None or self._alone:
+            # A suspect waits or runs alone here: nothing else may be held or run beside it.
+            self._hand_back(message, task)
+            return
+        if int((message.headers or {}).get(REDELIVERIES_HEADER) or 0) > 0:
+            self._suspect = (message, task)
+            if self._consumer is not None:
+                self._consumer.cancel()  # no further deliveries while it waits and runs
+            self._start_alone()
+            return
+        self._submit(message, task)
+
+    def _submit(self, message: Message, task: TaskMessage, *, alone: bool = False) -> None:
         started = time.time()
         deadline = time.monotonic() + task.timeout if task.timeout else None
         assert self._pool is not None
         future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
-        self._inflight[id(future)] = _InFlight(message, task, started, deadline, future)
+        self._inflight[id(future)] = _InFlight(message, task, started, deadline, future, alone=alone)
         future.add_done_callback(self._done.put)  # runs on the pool thread: only a queue put
+
+    def _start_alone(self) -> None:
+        """Start the waiting suspect once no other handler runs; resume normal intake after it.
+
+        A task redelivered because its worker died (or lost its connection) before acking it
+        carries a redelivery count. Only a death *while a suspect runs alone* should count against
+        it, since tasks that merely ran beside a poison task die with it too: so a suspect runs
+        alone, and nothing else is held meanwhile (deliveries are handed back as copies, which
+        keep their count and are not marked redelivered). An innocent task that died beside a
+        poison one is therefore counted once, then completes alone; the poison task is counted on
+        each of its own deliveries, up to ``FLOW_MAX_DELIVERIES``."""
+        if self._alone:
+            if not any(entry.alone for entry in self._inflight.values()):
+                self._alone = False  # it finished (or timed out): take work again
+                if self._consumer is not None and not self.stop_event.is_set():
+                    self._consumer.consume()
+            return
+        if self._suspect is None or self._inflight:
+            return
+        message, task = self._suspect
+        self._suspect, self._alone = None, True
+        self._submit(message, task, alone=True)
+
+    def _hand_back(self, message: Message, task: TaskMessage | None) -> None:
+        """Return a delivery that did not start as a copy (same headers), then ack it: unlike a
+        requeue, the copy is not marked redelivered, so it does not count as a worker death."""
+        self._producer.publish(
+            message.body,
+            exchange=contracts.task_exchange(),
+            routing_key=message.delivery_info.get("routing_key") or (task.task_type if task else ""),
+            headers=dict(message.headers or {}),
+            content_type=message.content_type or "application/json",
+            content_encoding=message.content_encoding or "utf-8",
+            delivery_mode=2,
+            retry=False,
+        )
+        message.ack()  # only once the copy is confirmed (confirm_publish): at worst a duplicate
+
+    def _hand_back_raw(self, message: Message) -> None:
+        try:
+            task: TaskMessage | None = TaskMessage.decode(message.body)
+        except MessageError:
+            message.reject(requeue=False)
+            return
+        self._hand_back(message, task)
 
     def _count_redelivery(self, message: Message, task: TaskMessage) -> bool:
         """A redelivered task (its worker died, or lost its connection, before the ack): count it in
@@ -248,7 +322,7 @@ class Worker:
             failure = Failure(
                 "poison",
                 f"delivered {count + 1} times; each time the worker died or lost its broker connection "
-                "before reporting a result (FLOW_MAX_DELIVERIES)",
+                "before reporting a result, the last times while it ran alone (FLOW_MAX_DELIVERIES)",
                 retryable=False,
             )
             self._publish(self._result(task, time.time(), error=failure))
