@@ -42,6 +42,9 @@ log = logging.getLogger("flow.messaging")
 # again later; for the relay, the outbox keeps the rows meanwhile).
 CONNECT_RETRIES = 5
 CONFIRM_TIMEOUT = 30.0
+# After a lone result (the previous batch had one), how long a batch waits for companions: only
+# long enough to take the frames already in the socket.
+LONE_RESULT_WAIT = 0.0002
 
 
 class BrokerError(RuntimeError):
@@ -298,6 +301,7 @@ class ResultConsumer:
         self._conn: kombu.Connection | None = None
         self._consumer: Consumer | None = None
         self._buffer: list[kombu.Message] = []
+        self._last_batch = 0  # size of the previous batch (adaptive batch wait, see ``_fill``)
 
     def _open(self) -> None:
         if self._consumer is not None:
@@ -333,6 +337,7 @@ class ResultConsumer:
         if not self._buffer:
             return 0
         messages, self._buffer = self._buffer, []
+        self._last_batch = len(messages)
         results: list[ResultMessage] = []
         good: list[kombu.Message] = []
         for message in messages:
@@ -354,6 +359,11 @@ class ResultConsumer:
 
     def _fill(self, until: float) -> None:
         assert self._conn is not None
+        # Adaptive: a batch waits ``batch_wait`` for companions only when the previous one had
+        # some (results are coming in together); a lone result (a chain stepping while nothing
+        # else runs) takes only what already arrived, instead of adding ``batch_wait`` to every
+        # step's latency. Under load, results pile up while a batch is applied anyway.
+        wait = self.batch_wait if self._last_batch > 1 else LONE_RESULT_WAIT
         while len(self._buffer) < self.batch_size:
             remaining = until - time.monotonic()
             if remaining <= 0:
@@ -362,9 +372,9 @@ class ResultConsumer:
                 self._conn.drain_events(timeout=remaining)
             except socket.timeout:
                 return
-            if self._buffer and until - time.monotonic() > self.batch_wait:
-                # The first message arrived: wait only ``batch_wait`` more for companions.
-                until = time.monotonic() + self.batch_wait
+            if self._buffer and until - time.monotonic() > wait:
+                # The first message arrived: wait only ``wait`` more for companions.
+                until = time.monotonic() + wait
 
     def _dead_letter(self, message: kombu.Message, reason: str) -> None:
         """Move an undecodable result to ``flow.dead`` (it can never be applied) and ack it."""

@@ -202,6 +202,10 @@ class Store:
         """Publish and delete up to ``limit`` outbox messages; the number relayed."""
         return store_outbox.relay_outbox(self._ctx, publish, limit)
 
+    def publish_outbox(self, ids: Sequence[int], publish: Callable[[list[OutboxMessage]], None]) -> int:
+        """Publish and delete the outbox rows ``ids`` a batch just committed; the number published."""
+        return store_outbox.publish_ids(self._ctx, ids, publish)
+
     # --- queries --------------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class BatchOutcome:
     applied: int = 0
     dropped: int = 0
     runs_touched: tuple[str, ...] = ()
+    # Outbox rows the transaction committed, for the coordinator to publish at once (may be
+    # empty where the dialect does not return ids; the relay publishes those).
+    outbox_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,17 +109,34 @@ class Writes:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # Ids of the outbox rows flushed so far (where the dialect returns them from a multi-row
+    # insert): the coordinator publishes them right after the commit (``store_outbox.publish_ids``).
+    outbox_ids: list[int] = field(default_factory=list)
+    # Run status changes of the planner, by run id: applied in one statement at the flush
+    # (``store_plan.flush_run_updates``; PostgreSQL only).
+    run_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def flush(self, conn: Connection) -> None:
         for table, rows in (
             (tasks, self.tasks),
             (dead_letters, self.dead_letters),
             (task_logs, self.logs),
-            (outbox, self.outbox),
         ):
             if rows:
                 conn.execute(table.insert(), rows)
                 rows.clear()
+        if self.outbox:
+            if conn.dialect.insert_executemany_returning:
+                statement = outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True)
+                self.outbox_ids.extend(conn.execute(statement, self.outbox).scalars())
+            else:
+                conn.execute(outbox.insert(), self.outbox)
+            self.outbox.clear()
+        if self.run_updates:
+            from engine.store_plan import flush_run_updates
+
+            flush_run_updates(conn, self.run_updates)
+            self.run_updates.clear()
 
 
 def new_id() -> str:

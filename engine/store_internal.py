@@ -351,6 +351,9 @@ def _start_pending(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
     with ctx.engine.begin() as conn:
         now = ctx.now()
         locked, rows = _lock_candidates(ctx, conn, where, limit)
+        if not rows:
+            conn.rollback()  # nothing to do: an idle timer pass does not commit
+            return 0, set()
         writes = Writes()
         touched: set[str] = set()
         for row in rows:
@@ -367,6 +370,9 @@ def _due(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
         where = (tasks.c.status == T.PROCESSING.value) & tasks.c.task_type.in_([SLEEP, APPROVAL]) \
             & (tasks.c.next_attempt_at <= now)
         locked, rows = _lock_candidates(ctx, conn, where, limit)
+        if not rows:
+            conn.rollback()  # nothing to do: an idle timer pass does not commit
+            return 0, set()
         writes = Writes()
         touched: set[str] = set()
         for row in rows:
@@ -402,6 +408,7 @@ def _children_done(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
             if r.idempotency_key == subflow_key({"id": r.task_id, "fencing_token": r.fencing_token})
         }
         if not child_of:
+            conn.rollback()
             return 0, set()
         locked, rows = _lock_candidates(
             ctx, conn, tasks.c.id.in_(list(child_of)) & (tasks.c.status == T.PROCESSING.value), limit,

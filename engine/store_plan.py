@@ -3,11 +3,12 @@ transaction, on runs the caller has locked)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, text, update
 
 from dsl.spec import WorkflowSpec
 from engine import metrics, planner, store_internal, tracing
@@ -169,6 +170,9 @@ def _apply(
                 task_rows[index] = new
         return True
     if isinstance(action, SetRunStatus):
+        if ctx.is_postgres and not run.get("parent_run_id"):
+            # The common case (no parent to tell): buffered, one statement for the batch.
+            return defer_run_status(writes, run, action.status, now, action.output, action.error)
         if not set_run_status(conn, run, action.status, now, action.output, action.error):
             return False
         if action.status in TERMINAL_RUN_STATUSES and run.get("parent_run_id"):
@@ -177,6 +181,88 @@ def _apply(
                 parents[parent["id"]] = parent
         return True
     raise TypeError(f"unknown planner action {action!r}")
+
+
+def _status_values(
+    run: dict[str, Any], target: RunStatus, now: datetime, output: Any, error: dict[str, Any] | None,
+    clear_error: bool = False,
+) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": target.value, "updated_at": now}
+    if target is RunStatus.RUNNING and run.get("started_at") is None:
+        values["started_at"] = now
+    if target in TERMINAL_RUN_STATUSES:
+        values["finished_at"] = now
+    elif run.get("finished_at") is not None:
+        values["finished_at"] = None
+    if output is not None:
+        values["output"] = output
+    if error is not None:
+        values["error"] = error
+    elif clear_error:
+        values["error"] = None
+    return values
+
+
+def _run_status_done(run: dict[str, Any], target: RunStatus, values: dict[str, Any], now: datetime) -> None:
+    run.update(values)
+    if target in TERMINAL_RUN_STATUSES:
+        metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc()
+        tracing.emit_run(run, now)
+
+
+def defer_run_status(
+    writes: Writes,
+    run: dict[str, Any],
+    target: RunStatus,
+    now: datetime,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """``set_run_status`` for a run the transaction holds ``FOR UPDATE``, buffered in ``writes``
+    and applied with the other runs of the batch in one statement at the flush
+    (``flush_run_updates``). The compare-and-set is checked here, on the locked row, and again by
+    the statement, which raises (rolling the transaction back) if the database disagrees."""
+    if RunStatus(run["status"]) not in run_sources(target):
+        return False
+    values = _status_values(run, target, now, output, error)
+    pending = writes.run_updates.get(run["id"])
+    if pending is None:
+        writes.run_updates[run["id"]] = {"expected": run["status"], "values": values}
+    else:  # a second change of the same run in this transaction: the row changes once
+        pending["values"].update(values)
+    _run_status_done(run, target, values, now)
+    return True
+
+
+_RUN_UPDATE_TYPES = {
+    "status": "text", "updated_at": "timestamptz", "started_at": "timestamptz",
+    "finished_at": "timestamptz", "output": "jsonb", "error": "jsonb",
+}
+
+
+def flush_run_updates(conn: Connection, updates: dict[str, dict[str, Any]]) -> None:
+    """Apply buffered run status changes: one ``UPDATE ... FROM jsonb_to_recordset`` per set of
+    changed columns (normally one for the whole batch), with the compare-and-set on the status."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for run_id, update_ in updates.items():
+        values = update_["values"]
+        keys = tuple(sorted(values))
+        groups.setdefault(keys, []).append({
+            "id": run_id, "expected": update_["expected"],
+            **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()},
+        })
+    for keys, rows in groups.items():
+        statement = text(
+            "UPDATE runs AS r SET " + ", ".join(f"{k} = v.{k}" for k in keys)
+            + " FROM jsonb_to_recordset(CAST(:data AS jsonb)) AS v(id text, expected text, "
+            + ", ".join(f"{k} {_RUN_UPDATE_TYPES[k]}" for k in keys)
+            + ") WHERE r.id = v.id AND r.status = v.expected RETURNING r.id"
+        )
+        changed = conn.execute(statement, {"data": json.dumps(rows)}).scalars().all()
+        if len(changed) != len(rows):
+            # Runs are locked by the transaction: this is a bug, not a race. Roll back.
+            raise RuntimeError(f"run status compare-and-set failed for {len(rows) - len(changed)} of "
+                               f"{len(rows)} locked runs")
 
 
 def set_run_status(
@@ -191,19 +277,7 @@ def set_run_status(
 ) -> bool:
     """Compare-and-set a run's status (from the statuses ``RUN_TRANSITIONS`` allows); updates
     ``run`` in place. False when the run's status did not allow it."""
-    values: dict[str, Any] = {"status": target.value, "updated_at": now}
-    if target is RunStatus.RUNNING and run.get("started_at") is None:
-        values["started_at"] = now
-    if target in TERMINAL_RUN_STATUSES:
-        values["finished_at"] = now
-    elif run.get("finished_at") is not None:
-        values["finished_at"] = None
-    if output is not None:
-        values["output"] = output
-    if error is not None:
-        values["error"] = error
-    elif clear_error:
-        values["error"] = None
+    values = _status_values(run, target, now, output, error, clear_error)
     result = conn.execute(
         update(runs)
         .where(runs.c.id == run["id"], runs.c.status.in_([s.value for s in run_sources(target)]))
@@ -211,10 +285,7 @@ def set_run_status(
     )
     if result.rowcount != 1:
         return False
-    run.update(values)
-    if target in TERMINAL_RUN_STATUSES:
-        metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc()
-        tracing.emit_run(run, now)
+    _run_status_done(run, target, values, now)
     return True
 
 

@@ -94,7 +94,7 @@ def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchO
         planned = plan_runs(ctx, conn, {r: locked[r] for r in touched if r in locked}, writes, now)
         writes.flush(conn)
     log.debug("batch: %d results applied, %d dropped, %d planner actions", applied, dropped, planned)
-    return BatchOutcome(applied, dropped, tuple(sorted(touched)))
+    return BatchOutcome(applied, dropped, tuple(sorted(touched)), tuple(writes.outbox_ids))
 
 
 def _complete_in_bulk(

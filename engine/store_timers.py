@@ -1,6 +1,7 @@
 """The coordinator's timer pass: retries that are due, leases that expired, runs past deadline.
 
-Each kind is its own transaction and locks with ``SKIP LOCKED`` on PostgreSQL, so that several
+Each kind is its own transaction (rolled back, not committed, when it finds nothing: an idle pass
+writes no WAL and counts no commit) and locks with ``SKIP LOCKED`` on PostgreSQL, so that several
 coordinators share the work without waiting on each other (and without deadlocks: a timer never
 waits for a lock while holding one).
 """
@@ -59,6 +60,7 @@ def _due_retries(ctx: StoreContext, limit: int) -> int:
             due = due.with_for_update(skip_locked=True)
         ids = list(conn.execute(due).scalars())
         if not ids:
+            conn.rollback()  # nothing due: an idle pass does not commit
             return 0
         rows = conn.execute(
             update(tasks)
@@ -97,6 +99,7 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
             .limit(limit)
         ).all()
         if not candidates:
+            conn.rollback()
             return 0, set()
         # Runs first (skipping those another coordinator is applying results to), then tasks.
         locked = lock_runs(ctx, conn, {r for _, r in candidates if r}, skip_locked=True)
@@ -174,6 +177,7 @@ def _deadlines(ctx: StoreContext, limit: int) -> set[str]:
             row["id"]: dict(row) for row in conn.execute(statement).mappings()
         }
         if not locked:
+            conn.rollback()
             return set()
         writes = Writes()
         error = {"type": "timeout", "message": "the run passed its deadline (the workflow's timeout)"}
