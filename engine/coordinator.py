@@ -181,7 +181,9 @@ class Coordinator:
         metrics.observe_batch(results, getattr(outcome, "applied", len(results)), getattr(outcome, "dropped", 0))
         self.applied += len(results)
         self._fresh.extend(getattr(outcome, "outbox_ids", ()))
-        if self._fault == "exit_before_publish" and any(r.status == "completed" for r in results):
+        # (only after a batch that re-planned a run: one of redelivered duplicates changed nothing)
+        if self._fault == "exit_before_publish" and getattr(outcome, "touched", ()) and any(
+                r.status == "completed" for r in results):
             log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")
             os._exit(70)
 
