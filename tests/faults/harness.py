@@ -29,6 +29,34 @@ DISRUPTIVE = os.environ.get("FLOW_FAULTS_DISRUPTIVE", "") in ("1", "true", "yes"
 QUEUES = "http_request,compensation"
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn`` of every process the suite starts: its own process group (so that ``close``
+    can kill it with anything it started), and on Linux ``PR_SET_PDEATHSIG``: the kernel sends it
+    SIGKILL when the thread that started it dies, so a killed or timed-out pytest leaves no
+    ``flow coordinator`` running against a dropped database. (The signal follows the *thread*
+    that forked: the suite spawns from the main thread or the supervisor, which lives until
+    ``close``.)"""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def kill_group(proc: "subprocess.Popen[bytes]", sig: int = signal.SIGKILL) -> None:
+    """``sig`` to ``proc``'s process group (it leads one: ``_die_with_parent``)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def flow_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())", *args]
 
@@ -127,8 +155,9 @@ class Cluster:
         log = open(self.dir / f"{name}.log", "ab")
         with self._lock:
             proc = subprocess.Popen(args, env={**self.env, **(extra_env or {})}, cwd=ROOT,
-                                    stdout=log, stderr=subprocess.STDOUT)
+                                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
             self.procs[name] = proc
+        log.close()  # the child has its own descriptor
         return proc
 
     def names(self, role: str) -> list[str]:
@@ -141,6 +170,7 @@ class Cluster:
                 proc.send_signal(sig)
                 if sig == signal.SIGKILL:
                     proc.wait(10)
+                    kill_group(proc)  # anything it started
 
     def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         with self._lock:
@@ -204,8 +234,12 @@ class Cluster:
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    pass
+                kill_group(proc)  # whatever is left of it, and anything it started
+                try:
                     proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
         if self._store is not None:
             self._store.engine.dispose()
         if self.own_db:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -159,9 +160,11 @@ def pg_terminate_backends(runs: int = 60, times: int = 3) -> Report:
         return report
 
 
-def proxy_cuts(runs: int = 40, cuts: int = 2) -> Report:
+def proxy_cuts(runs: int = 40, cuts: int = 2, commit_cuts: int = 0) -> Report:
     """Coordinators reach PostgreSQL through a TCP proxy that cuts every connection and refuses
-    new ones for 2 s, ``cuts`` times."""
+    new ones for 2 s, ``cuts`` times; then ``commit_cuts`` times right after forwarding a COMMIT
+    (the server commits, the coordinator never hears of it: the results are redelivered and
+    dropped as duplicates, and the run must go on from what that commit planned)."""
     from tests.faults.harness import create_database
     from tests.faults.proxy import Proxy
 
@@ -176,17 +179,39 @@ def proxy_cuts(runs: int = 40, cuts: int = 2) -> Report:
                 proxy.cut()
                 time.sleep(2.0)
                 proxy.restore()
+            for k in range(commit_cuts):
+                proxy.arm(b"COMMIT", wait=0.05, down=0.5)
+                _wait_for(lambda: proxy.tripped > k or _all_terminal(c, ids), 30.0)
+                _wait_for(lambda: not proxy.down, 10.0)
             after = time.monotonic()
             c.store.engine.dispose()
             c.wait_terminal(ids, RECOVERY_TIMEOUT)
             report = _check_chain(c, sink, ids, "TCP proxy cuts PostgreSQL for 2 s", time.monotonic() - after)
-            report.extra["cuts"] = proxy.cuts
+            report.extra.update(cuts=proxy.cuts, commit_cuts=proxy.tripped)
             return report
     finally:
         proxy.close()
         from tests.faults.harness import drop_database
 
         drop_database(real)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _all_terminal(c: Cluster, ids: list[str]) -> bool:
+    try:
+        return set(c.statuses(ids).values()) <= {"completed", "failed", "cancelled", "compensated",
+                                                  "compensation_failed"}
+    except Exception:  # the proxy is down: not yet
+        c.store.engine.dispose()
+        return False
 
 
 def poison(runs: int = 30, max_deliveries: int = 3) -> Report:
@@ -329,6 +354,83 @@ def pg_restart(runs: int = 60) -> Report:
         return report
 
 
+def schedulers_killed(seconds: float = 8.0, every_ms: int = 200, rng: random.Random | None = None) -> Report:
+    """Two ``flow scheduler`` processes on a fast ``every`` schedule, both SIGKILLed at random
+    moments and restarted (sometimes both at once, so that for a while nobody fires) for
+    ``seconds``: every fire time up to the end of the kills fires exactly once (one
+    ``schedule_fires`` row, one run, one effect at the sink), none is missed, and the runs complete."""
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+
+    from engine.schedules import Timing, fires
+    from engine.store_schedules import deploy_with_schedules
+
+    rng = rng or random.Random(7)
+    every = every_ms / 1000.0
+    with cluster(workers=1) as (c, sink):
+        deploy_with_schedules(c.store, workflows.TICK % {"every": f"{every_ms}ms", "base": sink.url}, "tick.flow")
+        for i in range(2):
+            c.spawn(f"scheduler-{i}")
+        kills = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(0.2, 0.9))
+            victims = c.names("scheduler") if kills % 4 == 3 else [rng.choice(c.names("scheduler"))]
+            for name in victims:
+                c.kill(name)
+                kills += 1
+            for name in victims:
+                c.restart(name)
+        stop_at = datetime.now(timezone.utc)
+
+        def caught_up() -> bool:
+            with c.store.engine.connect() as conn:
+                return conn.execute(sa.text(
+                    "SELECT count(*) FROM schedules WHERE last_fire_at IS NULL OR last_fire_at < :t"),
+                    {"t": stop_at}).scalar_one() == 0
+
+        started = time.monotonic()
+        while not caught_up() and time.monotonic() - started < RECOVERY_TIMEOUT:
+            time.sleep(0.2)
+        for name in c.names("scheduler"):  # no more fires: the runs to check are a closed set
+            c.kill(name, signal.SIGTERM)
+        for name in c.names("scheduler"):
+            c.procs[name].wait(30)
+        with c.store.engine.connect() as conn:
+            schedule = conn.execute(sa.text("SELECT id, created_at FROM schedules")).one()
+            fired = conn.execute(sa.text("SELECT fire_time, status, run_id FROM schedule_fires "
+                                     "WHERE fire_time <= :t"), {"t": stop_at}).all()
+            run_rows = conn.execute(sa.text(
+                "SELECT id, scheduled_at FROM runs WHERE workflow_name = 'fault_tick' AND scheduled_at <= :t"),
+                {"t": stop_at}).all()
+        ids = [r.id for r in run_rows]
+        recovery = c.wait_terminal(ids, RECOVERY_TIMEOUT) + (time.monotonic() - started)
+        timing = Timing("every", schedule.created_at.astimezone(timezone.utc), every=every)
+        expected = set()
+        for fire in fires(timing, timing.anchor):
+            if fire > stop_at:
+                break
+            expected.add(fire)
+        report = check(c.store.engine, sink, ids, "2 schedulers killed -9 and restarted", recovery_s=recovery)
+        fire_times = [r.fire_time.astimezone(timezone.utc) for r in fired if r.status == "fired"]
+        run_times = Counter(r.scheduled_at.astimezone(timezone.utc) for r in run_rows)
+        missed = expected - set(fire_times)
+        doubles = sum(n - 1 for n in run_times.values() if n > 1)
+        report.extra.update(kills=kills, fires_expected=len(expected), fired=len(fire_times),
+                            missed=len(missed), double_fires=doubles)
+        if doubles:
+            report.illegal.append(f"{doubles} fire times started two runs")
+        if missed:
+            report.illegal.append(f"{len(missed)} fire times never fired (e.g. {min(missed).isoformat()})")
+        if set(run_times) != expected or set(fire_times) != expected:
+            report.illegal.append(f"fires and runs differ from the schedule: {len(expected)} expected, "
+                                  f"{len(fire_times)} fires, {len(run_times)} run times")
+        if any(r.status != "fired" or r.run_id is None for r in fired):
+            report.illegal.append("a schedule_fires row that is not fired with a run")
+        return report
+
+
 SCENARIOS: dict[str, Callable[..., Report]] = {
     "kill_workers": kill_workers,
     "sigstop_past_lease": sigstop_past_lease,
@@ -340,7 +442,10 @@ SCENARIOS: dict[str, Callable[..., Report]] = {
     "poison": poison,
     "saga_worker_killed_during_compensation": saga_worker_killed_during_compensation,
     "compensation_always_fails": compensation_always_fails,
+    "schedulers_killed": schedulers_killed,
 }
+
+
 DISRUPTIVE_SCENARIOS: dict[str, Callable[..., Report]] = {
     "rabbitmq_stop_start": rabbitmq_stop_start,
     "pg_restart": pg_restart,

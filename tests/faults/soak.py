@@ -16,7 +16,7 @@ from tests.faults.harness import DISRUPTIVE
 
 SIZES = {"kill_workers": {"runs": 200, "kills": 4}, "coordinators_racing": {"runs": 200},
          "broker_close_all_connections": {"runs": 200}, "pg_terminate_backends": {"runs": 200},
-         "poison": {"runs": 100}, "proxy_cuts": {"runs": 100}}
+         "poison": {"runs": 100}, "proxy_cuts": {"runs": 100, "commit_cuts": 3}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,10 +56,14 @@ def test_postgres_backends_terminated() -> None:
     assert report.extra["backends_terminated"] > 0
 
 
-@pytest.mark.xfail(strict=False, reason="OPEN (docs/guarantees.md): after PostgreSQL connections are cut "
-                   "mid-commit by the proxy, about one run in 30 stays running; under investigation")
 def test_postgres_connections_cut_by_a_proxy() -> None:
-    _run(scenarios.proxy_cuts(runs=30, cuts=2))
+    report = _run(scenarios.proxy_cuts(runs=30, cuts=2, commit_cuts=3))
+    assert report.extra["commit_cuts"] == 3, "each armed cut should have tripped on a COMMIT"
+
+
+def test_two_schedulers_killed_and_restarted_fire_once() -> None:
+    report = _run(scenarios.schedulers_killed(seconds=6.0))
+    assert report.extra["kills"] >= 6 and report.extra["fired"] > 0
 
 
 def test_poison_task_is_dead_lettered_and_others_flow() -> None:

@@ -74,3 +74,13 @@ workflow fault_stop(base: string) {
 
 ALL = ALL + STOPPABLE.replace("flow 1", "")
 CHAIN_PATHS = ("/s1", "/s2", "/s3", "/s4", "/s5")
+
+# A fast schedule (``schedule_kills`` in scenarios.py): one HTTP step per fire; the sink sees the
+# fire time, so a fire launched twice would show as two effects (two keys) for one time.
+TICK = """
+flow 1
+workflow fault_tick(base: string = "http://127.0.0.1:1") {
+  schedule every %(every)s { params: { base: "%(base)s" } }
+  step a: http { method: "POST"  url: "${params.base}/tick"  body: { run: workflow.run_id, fire: workflow.scheduled_at }  compensate none "sink" }
+}
+"""
