@@ -40,8 +40,15 @@ def postgres_url() -> str:
         cur.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg2.OperationalError:
+        # The server was restarted meanwhile (tests/faults, FLOW_FAULTS_DISRUPTIVE): a new connection.
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=30)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
 
 
