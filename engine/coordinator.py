@@ -182,7 +182,7 @@ class Coordinator:
         self.applied += len(results)
         self._fresh.extend(getattr(outcome, "outbox_ids", ()))
         # (only after a batch that re-planned a run: one of redelivered duplicates changed nothing)
-        if self._fault == "exit_before_publish" and getattr(outcome, "touched", ()) and any(
+        if self._fault == "exit_before_publish" and getattr(outcome, "runs_touched", ()) and any(
                 r.status == "completed" for r in results):
             log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")
             os._exit(70)
