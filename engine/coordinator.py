@@ -223,7 +223,9 @@ def run_coordinator(settings: Settings, stop_event: threading.Event, *, task_typ
     from engine.db import make_engine
     from engine.store import Store
 
-    store = Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds,
+    # No ``pool_pre_ping`` (a round trip per transaction): a connection that a database restart
+    # broke fails its pass, the pool is invalidated, and the loop retries with a new one.
+    store = Store(make_engine(settings.database_url, pool_pre_ping=False), lease_seconds=settings.lease_seconds,
                   max_deliveries=settings.max_deliveries)
     broker = Broker(settings)
     try:

@@ -56,10 +56,16 @@ def publish_ids(ctx: StoreContext, ids: Sequence[int], publish: Callable[[list[O
         return 0
     with ctx.engine.connect() as conn:
         if ctx.is_postgres:
-            conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        rows = conn.execute(
-            delete(outbox).where(outbox.c.id.in_(list(ids))).returning(*outbox.c)
-        ).mappings().all()
+            # One round trip for both statements (psycopg2 returns the last one's rows).
+            rows = conn.execute(
+                text("SET LOCAL synchronous_commit TO OFF; "
+                     "DELETE FROM outbox WHERE id = ANY(:ids) RETURNING *").columns(*outbox.c),
+                {"ids": list(ids)},
+            ).mappings().all()
+        else:
+            rows = conn.execute(
+                delete(outbox).where(outbox.c.id.in_(list(ids))).returning(*outbox.c)
+            ).mappings().all()
         messages = sorted(_messages(rows), key=lambda m: m.id)
         if not messages:
             conn.rollback()

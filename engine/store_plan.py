@@ -57,7 +57,8 @@ def plan_runs(
     """
     if not locked:
         return 0
-    writes.flush(conn)
+    if writes.tasks:  # the views read the tasks; logs and messages can wait for the last flush
+        writes.flush(conn)
     load_specs(ctx, conn, [row["workflow_version_id"] for row in locked.values()])
     by_run: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in locked}
     for row in select_in(select(tasks), tasks.c.run_id, locked, conn):

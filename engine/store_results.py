@@ -19,7 +19,9 @@ from engine import metrics, tracing
 from engine import retry as retry_policy
 from engine.contracts import Failure, ResultMessage
 from engine.states import TaskStatus, can_task
+from engine.models import FINISHED_SEQ_NAME
 from engine.store_common import (
+    CHUNK,
     LEASE_GRACE_SECONDS,
     BatchOutcome,
     StoreContext,
@@ -31,6 +33,7 @@ from engine.store_common import (
     queue_dead_letter,
     queue_log,
     retry_of,
+    runs,
     select_in,
     take_finished_seq,
     tasks,
@@ -61,17 +64,28 @@ def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchO
         writes = Writes()
         # A task's run never changes, so this read needs no lock; the runs are locked before the
         # tasks are read again, so that what we read is what no other coordinator is changing.
-        run_of = {
-            row["id"]: row["run_id"]
-            for row in select_in(select(tasks.c.id, tasks.c.run_id), tasks.c.id, task_ids, conn)
-        }
-        locked = lock_runs(ctx, conn, {r for r in run_of.values() if r})
+        if ctx.is_postgres and len(task_ids) <= CHUNK:
+            # One round trip: the runs of the tasks, locked in id order.
+            statement = (
+                select(runs)
+                .where(runs.c.id.in_(select(tasks.c.run_id).where(tasks.c.id.in_(task_ids))))
+                .order_by(runs.c.id)
+                .with_for_update()
+            )
+            locked = {row["id"]: dict(row) for row in conn.execute(statement).mappings()}
+        else:
+            run_of = {
+                row["id"]: row["run_id"]
+                for row in select_in(select(tasks.c.id, tasks.c.run_id), tasks.c.id, task_ids, conn)
+            }
+            locked = lock_runs(ctx, conn, {r for r in run_of.values() if r})
         rows = {
             row["id"]: dict(row) for row in select_in(select(tasks), tasks.c.id, task_ids, conn)
         }
-        seqs = iter(take_finished_seq(ctx, conn, sum(r.status == "completed" for r in ordered)))
-        seq_of = {i: next(seqs) for i, r in enumerate(ordered) if r.status == "completed"}
-        bulk = _complete_in_bulk(ctx, conn, ordered, rows, locked, seq_of, now)
+        bulk = _complete_in_bulk(ctx, conn, ordered, rows, locked, now)
+        rest = [i for i, r in enumerate(ordered) if r.status == "completed" and i not in bulk]
+        seqs = iter(take_finished_seq(ctx, conn, len(rest)))
+        seq_of = {i: next(seqs) for i in rest}
         applied = dropped = 0
         touched: set[str] = set()
         for index, result in enumerate(ordered):
@@ -103,7 +117,6 @@ def _complete_in_bulk(
     ordered: Sequence[ResultMessage],
     rows: dict[str, dict[str, Any]],
     locked: dict[str, dict[str, Any]],
-    seq_of: dict[int, int],
     now: datetime,
 ) -> dict[int, dict[str, Any] | None]:
     """The common case in one statement (PostgreSQL): ``completed`` results of tasks whose run
@@ -126,15 +139,15 @@ def _complete_in_bulk(
             continue
         started = row["started_at"] or to_datetime(result.started_at) or now
         picked[index] = {"id": row["id"], "token": result.fencing_token, "output": result.output,
-                         "seq": seq_of[index], "started_at": started.isoformat()}
+                         "started_at": started.isoformat()}
     if not picked:
         return {}
     statement = text(
         "UPDATE tasks AS t SET status = :completed, output = v.output, error = NULL, "
-        "lease_expires_at = NULL, finished_at = :now, finished_seq = v.seq, "
+        f"lease_expires_at = NULL, finished_at = :now, finished_seq = nextval('{FINISHED_SEQ_NAME}'), "
         "started_at = v.started_at, updated_at = :now "
         "FROM jsonb_to_recordset(CAST(:data AS jsonb)) "
-        "AS v(id text, token integer, output jsonb, seq bigint, started_at timestamptz) "
+        "AS v(id text, token integer, output jsonb, started_at timestamptz) "
         "WHERE t.id = v.id AND t.fencing_token = v.token AND t.status IN (:pending, :processing) "
         "RETURNING t.*"
     ).columns(*tasks.c)
