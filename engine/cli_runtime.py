@@ -66,12 +66,16 @@ def _redact(url: str) -> str:
     return redact(url)
 
 
-def _open_store(settings: Settings, *, upgrade: bool | None = None) -> Any:
-    """A ``Store`` on the configured database; the embedded database is migrated on the fly."""
+def _open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: bool = True) -> Any:
+    """A ``Store`` on the configured database; the embedded database is migrated on the fly.
+
+    ``pre_ping=False`` (the coordinator): no ``SELECT 1`` round trip (an autocommit statement,
+    which PostgreSQL also counts as a commit) before every transaction; the coordinator's loop
+    retries a pass that a broken connection failed, and the pool then reconnects."""
     from engine import db
     from engine.store import Store
 
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url, **({} if pre_ping else {"pool_pre_ping": False}))
     if upgrade if upgrade is not None else settings.embedded:
         db.upgrade(engine)
     elif not db.is_up_to_date(engine):
@@ -462,7 +466,7 @@ def coordinator(batch_size: int, batch_wait_ms: float) -> None:
             "the in-memory broker only reaches threads of one process, so a separate coordinator "
             "would never see a worker; set BROKER_URL (or RABBITMQ_HOST), or use `flow up`"
         )
-    store = _open_store(settings)
+    store = _open_store(settings, pre_ping=False)
     _metrics_server(settings, "coordinator")
     stop = threading.Event()
     _stop_on_signals(stop)
