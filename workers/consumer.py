@@ -43,6 +43,8 @@ log = logging.getLogger("flow.worker")
 
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
+# The pump turns at least every IDLE_POLL seconds; a longer gap means the whole process was paused.
+PAUSE_GAP = 2.0
 # Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
 # A task that carries it is a *suspect*: it runs alone on its worker (see _start_alone), so that a
 # worker death while it runs is its own doing, not that of a task that happened to run beside it.
@@ -103,6 +105,7 @@ class Worker:
         self.connections = 0  # how many times a connection was established
         self._done: "queue.SimpleQueue[Future[ResultMessage]]" = queue.SimpleQueue()
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
+        self._last_check = time.monotonic()  # last _expire_overdue pass (pause detection)
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
         self._consumer: kombu.Consumer | None = None
@@ -369,6 +372,14 @@ class Worker:
 
     def _expire_overdue(self) -> None:
         now = time.monotonic()
+        gap, self._last_check = now - self._last_check, now
+        if gap > PAUSE_GAP:
+            # The whole process was paused (SIGSTOP, a VM freeze): the handlers could not run
+            # either, so the pause does not count against their deadlines. Declaring a timeout
+            # now would retry under a new idempotency key an effect that may already have happened.
+            for entry in self._inflight.values():
+                if entry.deadline is not None:
+                    entry.deadline += gap
         for key, entry in list(self._inflight.items()):
             if entry.deadline is None or now < entry.deadline + DEADLINE_GRACE:
                 continue
