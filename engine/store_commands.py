@@ -222,12 +222,35 @@ def cancel_run(ctx: StoreContext, run_id: str) -> None:
         run = _locked_run(ctx, conn, run_id)
         _require_run(run, R.CANCELLED)
         writes = Writes()
-        error = {"type": "cancelled", "message": "the run was cancelled by an operator"}
-        cancel_tasks(conn, tasks.c.run_id == run_id, error, now, writes)
-        # The run's error stays null: a later manual compensate of a cancelled run must not run
-        # the ``on failure`` steps (the planner keys them on ``run.error``).
-        set_run_status(conn, run, R.CANCELLED, now)
+        _cancel(ctx, conn, run, now, writes, "the run was cancelled by an operator")
         writes.flush(conn)
+
+
+# A subflow chain deeper than this is refused when it starts (store_internal), so this bounds too.
+_MAX_SUBFLOW_DEPTH = 16
+
+
+def _cancel(ctx: StoreContext, conn: Connection, run: dict[str, Any], now: datetime, writes: Writes,
+            message: str, depth: int = 0) -> None:
+    """Cancel ``run``'s in-flight tasks, the run, and its live child runs (subflows), depth first.
+
+    Parent before child is the lock order everywhere; a child ending locks its parent with SKIP
+    LOCKED, so this cannot deadlock with it.
+    """
+    error = {"type": "cancelled", "message": message}
+    cancel_tasks(conn, tasks.c.run_id == run["id"], error, now, writes)
+    # The run's error stays null: a later manual compensate of a cancelled run must not run
+    # the ``on failure`` steps (the planner keys them on ``run.error``).
+    set_run_status(conn, run, R.CANCELLED, now)
+    if depth >= _MAX_SUBFLOW_DEPTH:
+        return
+    live = [R.PENDING.value, R.RUNNING.value]
+    child_ids = conn.execute(
+        select(runs.c.id).where(runs.c.parent_run_id == run["id"], runs.c.status.in_(live)).order_by(runs.c.id)
+    ).scalars().all()
+    for child in lock_runs(ctx, conn, list(child_ids)).values():
+        if child["status"] in live:
+            _cancel(ctx, conn, child, now, writes, f"its parent run {run['id']} was cancelled", depth + 1)
 
 
 def retry_run(ctx: StoreContext, run_id: str) -> None:

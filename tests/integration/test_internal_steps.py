@@ -322,3 +322,21 @@ workflow lost() {
     assert sub["status"] == "failed" and sub["error"]["type"] == "invalid_input"
     assert store.get_run(run_id)["status"] == "failed"
     assert children(engine, run_id) == []
+
+
+def test_cancelling_the_parent_cancels_its_live_child(store: Store, engine: Engine) -> None:
+    # Given a parent run waiting on its subflow, whose child has a step in flight
+    run_id, child = _start_parent(store, engine, 9)
+    [fetch] = work(store)
+    # When an operator cancels the parent
+    store.cancel_run(run_id)
+    # Then the child is cancelled too, with its task, and the child's late result is refused
+    assert store.get_run(run_id)["status"] == "cancelled"
+    child_doc = store.get_run(child["id"])
+    assert child_doc["status"] == "cancelled"
+    assert [s["status"] for s in child_doc["steps"]] == ["cancelled"]
+    late = ResultMessage(task_id=fetch.task_id, attempt=fetch.attempt, fencing_token=fetch.fencing_token,
+                         status="completed", output={"v": 1}, worker="test-worker")
+    assert store.apply_results([late]).dropped == 1
+    assert store.get_run(child["id"])["status"] == "cancelled"
+    assert store.get_run(run_id)["status"] == "cancelled"
