@@ -57,6 +57,40 @@ IDLE_POLL, BUSY_POLL = 0.5, 0.001  # drain_events timeouts: idle, and while resu
 STARTED_AFTER = 0.05
 
 
+class TaskClock:
+    """Monotonic seconds that do not count the time the whole process was paused.
+
+    Handler deadlines are instants of this clock. After a SIGSTOP or a VM freeze the monotonic
+    clock has jumped; had the pause counted, a handler whose response was waiting in its socket
+    would be declared timed out, and the retry would repeat, under a new idempotency key, an
+    effect that already happened. The worker's loop turns at least every ``IDLE_POLL`` seconds, so
+    a gap of more than ``PAUSE_GAP`` between two turns is a pause, and it is taken out.
+    """
+
+    def __init__(self) -> None:
+        self._paused = 0.0
+        self._last_turn = time.monotonic()
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        # A handler thread may read the clock after a pause before the loop has turned: count the
+        # pause already. (The clock then steps back by up to PAUSE_GAP: deadlines only get later.)
+        return now - self._paused - self._pause_in(now - self._last_turn)
+
+    def turn(self) -> float:
+        """Called on each loop turn: takes a pause out of the clock; returns its length (or 0)."""
+        now = time.monotonic()
+        paused = self._pause_in(now - self._last_turn)
+        self._paused += paused
+        self._last_turn = now
+        return paused
+
+    @staticmethod
+    def _pause_in(gap: float) -> float:
+        # Of a gap between two turns, all but one normal turn's worth was a pause.
+        return gap - IDLE_POLL if gap > PAUSE_GAP else 0.0
+
+
 @dataclass
 class _InFlight:
     message: Message
@@ -105,7 +139,7 @@ class Worker:
         self.connections = 0  # how many times a connection was established
         self._done: "queue.SimpleQueue[Future[ResultMessage]]" = queue.SimpleQueue()
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
-        self._last_check = time.monotonic()  # last _expire_overdue pass (pause detection)
+        self._clock = TaskClock()  # handler deadlines: the pauses of the process do not count
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
         self._consumer: kombu.Consumer | None = None
@@ -260,7 +294,7 @@ class Worker:
 
     def _submit(self, message: Message, task: TaskMessage, *, alone: bool = False) -> None:
         started = time.time()
-        deadline = time.monotonic() + task.timeout if task.timeout else None
+        deadline = self._clock() + task.timeout if task.timeout else None
         assert self._pool is not None
         future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
         self._inflight[id(future)] = _InFlight(message, task, started, deadline, future, alone=alone)
@@ -371,15 +405,10 @@ class Worker:
             entry.message.ack()  # only now: the result is safely with the broker
 
     def _expire_overdue(self) -> None:
-        now = time.monotonic()
-        gap, self._last_check = now - self._last_check, now
-        if gap > PAUSE_GAP:
-            # The whole process was paused (SIGSTOP, a VM freeze): the handlers could not run
-            # either, so the pause does not count against their deadlines. Declaring a timeout
-            # now would retry under a new idempotency key an effect that may already have happened.
-            for entry in self._inflight.values():
-                if entry.deadline is not None:
-                    entry.deadline += gap
+        paused = self._clock.turn()
+        if paused:
+            log.warning("this process was paused for %.1fs; that time does not count against deadlines", paused)
+        now = self._clock()
         for key, entry in list(self._inflight.items()):
             if entry.deadline is None or now < entry.deadline + DEADLINE_GRACE:
                 continue
@@ -429,6 +458,7 @@ class Worker:
             payload={},
             secrets=self.settings.secrets,
             deadline=deadline,
+            clock=self._clock,
             registry=self.registry,
             raw_payload=task.payload,
         )

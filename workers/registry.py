@@ -45,7 +45,7 @@ class UnknownTaskType(LookupError):
 class TaskContext:
     """What a handler gets: the message, the settings, the resolved payload, secrets, a log, a deadline.
 
-    ``deadline`` is a ``time.monotonic()`` instant (None: no deadline). ``logs`` collects the entries
+    ``deadline`` is an instant of ``clock`` (None: no deadline). ``logs`` collects the entries
     that go back in the ResultMessage; ``log`` masks every secret value before storing the entry.
     """
 
@@ -55,6 +55,8 @@ class TaskContext:
     secrets: Mapping[str, str] = field(default_factory=dict)
     deadline: float | None = None
     registry: "Registry | None" = None
+    # The clock ``deadline`` is read on: the worker's, which stops while the process is paused.
+    clock: Callable[[], float] = time.monotonic
     raw_payload: dict[str, Any] | None = None  # before resolution: tells which values were secret
     logs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,7 +72,7 @@ class TaskContext:
         """Seconds left before the deadline (never negative), or None without a deadline."""
         if self.deadline is None:
             return None
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.clock())
 
     def mask(self, value: Any) -> Any:
         """``value`` with every occurrence of a secret value replaced by ``***``."""

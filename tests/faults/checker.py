@@ -122,6 +122,16 @@ def check(
     report.replays = sum(1 for r in requests if r.replay)
     effects = Counter((r.path, r.body["run"]) for r in requests if not r.replay)
     report.double_effects = sum(n - 1 for (path, _), n in effects.items() if n > 1 and path != "/poison")
+    doubled = {(p, run) for (p, run), n in effects.items() if n > 1 and p != "/poison"}
+    if doubled:  # which keys, to tell a retry (next attempt) from a redelivery
+        keys = sorted(f"{r.path} {r.key}" for r in requests if not r.replay and (r.path, r.body["run"]) in doubled)
+        report.extra["double_effect_keys"] = keys
+        task_ids = sorted({k.split(" ", 1)[1].rsplit(":", 1)[0] for k in keys})
+        with engine.connect() as conn:  # what each attempt of those tasks went through
+            rows = conn.execute(sa.text(
+                "SELECT task_id, level, message, data FROM task_logs WHERE task_id = ANY(:ids) ORDER BY id"
+            ), {"ids": task_ids}).all()
+        report.extra["double_effect_logs"] = [f"{r.task_id[:8]} {r.level}: {r.message} {r.data}" for r in rows]
     if chain_paths:
         first: dict[tuple[str, str], float] = {}
         for r in requests:
