@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+import os
+
 import pytest
 
 import yaml  # noqa: E402  (a test dependency)
@@ -59,6 +61,8 @@ def test_docker_compose_config_accepts_the_file() -> None:
         args = [docker, "compose", "-f", str(COMPOSE), "config", "-q"]
     elif shutil.which("docker-compose"):
         args = [str(shutil.which("docker-compose")), "-f", str(COMPOSE), "config", "-q"]
+    if args is None and os.environ.get("CI"):
+        pytest.fail(".ci/run installs docker-compose; it is missing")
     if args is None:
         pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs docker-compose)")
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)

@@ -62,7 +62,8 @@ def test_off_by_default_imports_nothing() -> None:
 
 
 def test_a_run_is_one_trace_run_step_attempt() -> None:
-    pytest.importorskip("opentelemetry.sdk")
+    if not os.environ.get("CI"):  # `make test` installs the otel extra; CI must run this
+        pytest.importorskip("opentelemetry.sdk")
     spans = _run(ON, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_BSP_SCHEDULE_DELAY="60000")
     run, step, attempt = spans["run saga"], spans["step charge"], spans["attempt charge"]
     assert run[0] == step[0] == attempt[0]  # one trace
