@@ -73,8 +73,7 @@ def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:
     from engine.store import db
 
     if store is not None:
-        engine = getattr(store, "engine", None) or db.make_engine(settings.database_url)
-        return engine, store
+        return store.engine, store
     from engine.store import Store
 
     engine = db.make_engine(settings.database_url)
@@ -87,9 +86,8 @@ def _schedule_store(settings: Settings, store: Any, db_engine: Any) -> Any:
     from engine.store.schedule_deploys import StoreLauncher
     from engine.store.schedules import ScheduleStore
 
-    clock = getattr(store, "clock", None)
-    extra = {"clock": clock} if callable(clock) else {}
-    return ScheduleStore(db_engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds, **extra)
+    return ScheduleStore(db_engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds,
+                         clock=store.clock)
 
 
 def _register_dashboard(app: Flask) -> None:

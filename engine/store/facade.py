@@ -73,6 +73,11 @@ class Store:
         self.engine = engine
         self._ctx = StoreContext(engine, clock, rng, lease_seconds, max_deliveries)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the store reads (Unix seconds): what the app's schedule store reads too."""
+        return self._ctx.clock
+
     # --- workflows ------------------------------------------------------------------------------
 
     def deploy(self, source: str, filename: str) -> list[DeployedVersion]:
