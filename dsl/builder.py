@@ -362,13 +362,8 @@ class AstBuilder:
 
     def obj_entry(self, children: list[Any]) -> ast.ObjectEntry:
         tok, _colon, value = children
-        if tok.type == "NAME":
-            key = str(tok)
-            if key in KEYWORDS:
-                self._st.diagnostics.append(error(
-                    "E107", f"`{key}` is a reserved word; quote it to use it as a key", self._tspan(tok),
-                    f'help: write "{key}": ...',
-                ))
+        if tok.type in ("KEY", "NAME"):
+            key = str(tok)  # any word, keywords included: JSON-shaped payloads use them as fields
         else:
             node = self._string(tok) if tok.type == "STRING" else ast.Literal(str(tok)[1:-1], self._tspan(tok))
             key = node.value if isinstance(node, ast.Literal) else None
