@@ -13,7 +13,7 @@ from dsl.dag import find_cycle, topo_order
 from dsl.declarations import compile_params, compile_schedule
 from dsl.errors import Diagnostic, error
 from dsl.lowering import NOT_CONSTANT, fold, lower
-from dsl.names import ROOTS, Scope, check_expr
+from dsl.names import ROOTS, Scope, check_expr, root_names
 from dsl.plugins import INSTALLED, StepTypes
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Let, StepSpec, WorkflowSpec
@@ -54,7 +54,7 @@ def _check_lets(lets: tuple[ast.Let, ...], earlier: dict[str, ast.Let], params: 
         if let.name in known or let.name in ROOTS:
             diags.append(error("E209", f"`{let.name}` is already defined", let.name_loc))
             continue
-        scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags)
+        scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags, place="a `let`")
         check_expr(let.expr, scope)
         known[let.name] = let
     return known
@@ -79,8 +79,11 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
     nullable = frozenset(s.name for s in all_steps if any(isinstance(e, (ast.When, ast.AllowFailure)) for e in s.entries))
     defaults = _defaults(wf, lets, diags)
 
+    secret = secret_lets(file_lets + wf_lets)
+
     def base(steps: frozenset[str], error_ok: bool) -> Scope:
-        return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags)
+        return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags,
+                     secret_lets=secret)
 
     main_names = frozenset(s.name for s in main)
     constants = _constants(file_lets + wf_lets, lets)
@@ -94,7 +97,7 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
 
     output = None
     for out in wf.of_type(ast.Output):
-        check_expr(out.value, base(main_names, False))
+        check_expr(out.value, base(main_names, False).but(place="`output`", secrets_ok=False))
         output = lower(out.value)
     timeout = None
     for t in wf.of_type(ast.WorkflowTimeout):
@@ -107,6 +110,18 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         doc=docs[0].text if docs else None, timeout=timeout, on_failure=failure_steps, output=output,
         schedules=schedules, span=wf.loc,
     )
+
+
+def secret_lets(declared: tuple[ast.Let, ...]) -> frozenset[str]:
+    """The `let`s whose value reads `secrets`, directly or through an earlier such `let`.
+
+    Their value is deferred to the worker like a secret, so they may stand where secrets may.
+    """
+    found: set[str] = set()
+    for let in declared:
+        if root_names(let.expr) & (found | {"secrets"}):
+            found.add(let.name)
+    return frozenset(found)
 
 
 def _constants(declared: tuple[ast.Let, ...], kept: dict[str, ast.Let]) -> dict[str, Any]:

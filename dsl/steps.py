@@ -60,7 +60,7 @@ def compile_step(
             singles[kind] = entry
     for_each = singles.get(ast.ForEach)
     loop_var = for_each.var if isinstance(for_each, ast.ForEach) else None
-    scope = base.but(loop_var=loop_var)
+    scope = base.but(loop_var=loop_var, step_var=loop_var)
 
     config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`", plugins)
     after = [e for e in step.entries if isinstance(e, ast.After)]
@@ -75,7 +75,7 @@ def compile_step(
     when = singles.get(ast.When)
     never_runs = False
     if isinstance(when, ast.When):
-        check_expr(when.expr, scope)
+        check_expr(when.expr, scope.but(loop_var=None, place="`when`", secrets_ok=False))
         when_expr = lower(when.expr)
         if is_non_boolean(when.expr):
             diags.append(error("E305", "`when` needs a boolean condition", when.expr.loc, "help: compare it, e.g. `x > 0` or `x != null`"))
@@ -117,7 +117,7 @@ def compile_step(
 
 
 def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scope: Scope, diags: list[Diagnostic], what: str,
-            plugins: StepTypes) -> dict[str, Expr]:
+            plugins: StepTypes, place: str = "config") -> dict[str, Expr]:
     known = STEP_TYPES.get(type_name)
     plugin = None
     any_key = False  # a plugin without a closed set of keys
@@ -139,7 +139,7 @@ def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scop
             continue
         lambdas = known.lambdas if known else frozenset()
         is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
-        check_expr(entry.value, scope.but(item_ok=is_lambda) if is_lambda != scope.item_ok else scope)
+        check_expr(entry.value, scope.but(item_ok=is_lambda, place=f"{place} `{entry.key}`"))
         if known is not None and not any_key and entry.key not in known.keys:
             diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
                                *_key_help(entry.key, known)))
@@ -184,13 +184,14 @@ def _key_help(key: str, known: StepType) -> tuple[str, ...]:
 
 
 def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach:
-    check_expr(fe.items, inner.but(loop_var=None))
+    once = inner.but(loop_var=None, secrets_ok=False)  # evaluated by the coordinator, once for the step
+    check_expr(fe.items, once.but(place="the items of `for each`"))
     if fe.where is not None:
-        check_expr(fe.where, inner)
+        check_expr(fe.where, inner.but(place="`where`", secrets_ok=False))
         if is_non_boolean(fe.where):
             diags.append(error("E305", "`where` needs a boolean condition", fe.where.loc))
     if fe.concurrency is not None:
-        check_expr(fe.concurrency, inner)
+        check_expr(fe.concurrency, once.but(place="`concurrency`"))
         value = constant(fe.concurrency)
         if value is not NOT_CONSTANT and not (type(value) is int and value >= 1):
             diags.append(error("E316", "`concurrency` must be a whole number of at least 1", fe.concurrency.loc))
@@ -207,11 +208,12 @@ def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let]
     if not isinstance(clause, ast.Compensate):
         return None
     # `steps.X` read by the undo action are no dependencies of the step: a fresh `refs`.
-    scope = step_scope.but(self_ok=True, refs={})
+    # The undo action runs during the saga, which has no `error` (only `on failure` steps do).
+    scope = step_scope.but(self_ok=True, error_ok=False, refs={})
     for entry in clause.entries:
         if not isinstance(entry, (ast.Config, ast.RetryClause)):
             diags.append(error("E317", "a `compensate` block takes config entries and `retry` only", entry.loc))
-    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`", plugins)
+    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`", plugins, "`compensate` config")
     retry_clause = next((e for e in clause.entries if isinstance(e, ast.RetryClause)), None)
     retry = resolve_retry(retry_clause, lets, diags) if retry_clause else None
     return Compensation(type=clause.type, task_type=_task_type(clause.type, plugins), config=config, retry=retry)
