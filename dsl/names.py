@@ -129,33 +129,53 @@ def _names(expr: ast.Expr, scope: Scope, guarded: bool) -> None:
                 _names(part, scope, False)
 
 
-def root_names(expr: ast.Expr) -> set[str]:
-    """Every root name that ``expr`` reads (`params` of `params.x`, `t` of `t + 1`)."""
-    found: set[str] = set()
+def names_in_constant(expr: ast.Expr, place: str, diagnostics: list[Diagnostic]) -> bool:
+    """Report an E214 for the first name read by ``expr``, which stands where only a constant may.
+
+    Returns whether ``expr`` reads no name (a literal, list or object of literals, an operation on them).
+    """
+    for node in _walk(expr):
+        if isinstance(node, ast.Name):
+            diagnostics.append(error(
+                "E214", f"{place} takes a constant; `{node.name}` cannot be read here", node.loc,
+                "note: it is fixed when the workflow is deployed, before any run has params, steps or lets"))
+            return False
+    return True
+
+
+def _walk(expr: ast.Expr) -> list[object]:
+    """Every node of ``expr``, parents before children, in source order."""
+    out: list[object] = []
     stack: list[object] = [expr]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Name):
-            found.add(node.name)
-        elif isinstance(node, ast.Member):
-            stack.append(node.obj)
+        out.append(node)
+        kids: list[object] = []
+        if isinstance(node, ast.Member):
+            kids = [node.obj]
         elif isinstance(node, ast.Index):
-            stack += [node.obj, node.index]
+            kids = [node.obj, node.index]
         elif isinstance(node, ast.Call):
-            stack += node.args
+            kids = list(node.args)
         elif isinstance(node, ast.Unary):
-            stack.append(node.arg)
+            kids = [node.arg]
         elif isinstance(node, ast.Binary):
-            stack += [node.left, node.right]
+            kids = [node.left, node.right]
         elif isinstance(node, ast.Cond):
-            stack += [node.test, node.then, node.else_]
+            kids = [node.test, node.then, node.else_]
         elif isinstance(node, ast.ListExpr):
-            stack += node.items
+            kids = list(node.items)
         elif isinstance(node, ast.ObjectExpr):
-            stack += [e.value for e in node.entries]
+            kids = [e.value for e in node.entries]
         elif isinstance(node, ast.Interp):
-            stack += [p for p in node.parts if not isinstance(p, str)]
-    return found
+            kids = [p for p in node.parts if not isinstance(p, str)]
+        stack.extend(reversed(kids))
+    return out
+
+
+def root_names(expr: ast.Expr) -> set[str]:
+    """Every root name that ``expr`` reads (`params` of `params.x`, `t` of `t + 1`)."""
+    return {node.name for node in _walk(expr) if isinstance(node, ast.Name)}
 
 
 def _is_root(name: ast.Name, scope: Scope) -> bool:
