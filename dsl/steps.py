@@ -12,6 +12,7 @@ from dsl.names import Scope, check_expr, did_you_mean
 from dsl.retry import resolve_retry, seconds
 from dsl.plugins import ENTRY_POINT_GROUP, INSTALLED, PluginStepType, StepTypes
 from dsl.spec import Compensation, Expr, ForEach, Retry, Span, StepSpec
+from dsl.typecheck import BOOL, CONFIG_TYPES, INT, LIST, NULL, expect
 from dsl.types import CLAUSES, SIDE_EFFECT_FREE_METHODS, STEP_TYPES, StepType, is_plugin_type, task_type
 
 _SINGLE = (ast.When, ast.ForEach, ast.RetryClause, ast.TimeoutClause, ast.AllowFailure, ast.Doc)
@@ -75,10 +76,12 @@ def compile_step(
     when = singles.get(ast.When)
     never_runs = False
     if isinstance(when, ast.When):
-        check_expr(when.expr, scope.but(loop_var=None, place="`when`", secrets_ok=False))
+        kinds = check_expr(when.expr, scope.but(loop_var=None, place="`when`", secrets_ok=False))
         when_expr = lower(when.expr)
         if is_non_boolean(when.expr):
             diags.append(error("E305", "`when` needs a boolean condition", when.expr.loc, "help: compare it, e.g. `x > 0` or `x != null`"))
+        elif kinds is not None and not kinds & (BOOL | NULL):
+            expect(kinds, BOOL, when.expr, "`when`", diags, code="E305")
         elif fold(when_expr, constants) is False:
             never_runs = True
             why = "`when false`" if isinstance(when.expr, ast.Literal) else "its `when` is always false"
@@ -139,7 +142,10 @@ def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scop
             continue
         lambdas = known.lambdas if known else frozenset()
         is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
-        check_expr(entry.value, scope.but(item_ok=is_lambda, place=f"{place} `{entry.key}`"))
+        kinds = check_expr(entry.value, scope.but(item_ok=is_lambda, place=f"{place} `{entry.key}`"))
+        wanted = CONFIG_TYPES.get((type_name, entry.key))
+        if wanted is not None and not is_lambda:
+            expect(kinds, wanted, entry.value, f"config `{entry.key}` of `{type_name}`", diags)
         if known is not None and not any_key and entry.key not in known.keys:
             diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
                                *_key_help(entry.key, known)))
@@ -185,13 +191,15 @@ def _key_help(key: str, known: StepType) -> tuple[str, ...]:
 
 def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach:
     once = inner.but(loop_var=None, secrets_ok=False)  # evaluated by the coordinator, once for the step
-    check_expr(fe.items, once.but(place="the items of `for each`"))
+    expect(check_expr(fe.items, once.but(place="the items of `for each`")), LIST, fe.items, "the items of `for each`", diags)
     if fe.where is not None:
-        check_expr(fe.where, inner.but(place="`where`", secrets_ok=False))
+        kinds = check_expr(fe.where, inner.but(place="`where`", secrets_ok=False))
         if is_non_boolean(fe.where):
             diags.append(error("E305", "`where` needs a boolean condition", fe.where.loc))
+        elif kinds is not None and not kinds & (BOOL | NULL):
+            expect(kinds, BOOL, fe.where, "`where`", diags, code="E305")
     if fe.concurrency is not None:
-        check_expr(fe.concurrency, once.but(place="`concurrency`"))
+        expect(check_expr(fe.concurrency, once.but(place="`concurrency`")), INT, fe.concurrency, "`concurrency`", diags)
         value = constant(fe.concurrency)
         if value is not NOT_CONSTANT and not (type(value) is int and value >= 1):
             diags.append(error("E316", "`concurrency` must be a whole number of at least 1", fe.concurrency.loc))
