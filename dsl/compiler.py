@@ -18,7 +18,7 @@ from dsl.plugins import INSTALLED, StepTypes
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Let, StepSpec, WorkflowSpec
 from dsl.steps import CompiledStep, StepDefaults, compile_step
-from dsl.typecheck import ANY, Type, TypeEnv, kind_of, output_type, param_type
+from dsl.typecheck import ANY, Type, TypeEnv, element_type, kind_of, output_type, param_type
 
 MAX_STEPS = 1000
 
@@ -62,8 +62,8 @@ def _check_lets(lets: tuple[ast.Let, ...], earlier: dict[str, ast.Let], params: 
         scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags, place="a `let`",
                       types=types)
         kinds = check_expr(let.expr, scope)
-        # A let that reads a secret is deferred to the worker: nothing is known of it here.
-        types.lets[let.name] = ANY if kinds is None or let.name in secret else kinds
+        # A let that reads a secret is deferred to the worker: its type is known, its value is not.
+        types.lets[let.name] = ANY if kinds is None else kinds
         value = fold(lower(let.expr), types.constants)
         if value is not NOT_CONSTANT and let.name not in secret:
             types.constants[let.name] = value
@@ -78,6 +78,7 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
     wf_lets: tuple[ast.Let, ...] = tuple(wf.of_type(ast.Let))
     secret = secret_lets(file_lets + wf_lets)
     types = TypeEnv({p.name: param_type(p.type) for p in params}, {}, dict(file_types.lets), dict(file_types.constants))
+    types.param_elements = {p.name: kinds for p in params if (kinds := element_type(p.type)) is not None}
     lets = _check_lets(wf_lets, file_known, param_names, diags, types, secret)
 
     main: list[ast.Step] = wf.of_type(ast.Step)
@@ -93,6 +94,7 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
     defaults = _defaults(wf, lets, diags)
 
     types.outputs = {s.name: _output_type(s, s.name in nullable) for s in all_steps}
+    types.values = {s.name: v for s in all_steps if s.name not in nullable and (v := _constant_output(s)) is not NOT_CONSTANT}
 
     def base(steps: frozenset[str], error_ok: bool) -> Scope:
         return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags,
@@ -130,6 +132,14 @@ def _output_type(step: ast.Step, nullable: bool) -> Type:
     noop = next((constant(e.value) for e in step.entries if isinstance(e, ast.Config) and e.key == "output"), None)
     noop_type = None if noop is NOT_CONSTANT else kind_of(noop)
     return output_type(step.type, fan_out, nullable, noop_type)
+
+
+def _constant_output(step: ast.Step) -> Any:
+    """The output of a `noop` step without `for each` whose `output` is a constant, else NOT_CONSTANT."""
+    if step.type != "noop" or any(isinstance(e, ast.ForEach) for e in step.entries):
+        return NOT_CONSTANT
+    entry = next((e for e in step.entries if isinstance(e, ast.Config) and e.key == "output"), None)
+    return None if entry is None else constant(entry.value)
 
 
 def secret_lets(declared: tuple[ast.Let, ...]) -> frozenset[str]:

@@ -21,7 +21,8 @@ from dsl.spec import Span
 Type = frozenset[str]
 
 KINDS = ("null", "bool", "int", "float", "string", "list", "object")
-ANY: Type = frozenset(KINDS)
+UNKNOWN = "?"  # a member of every type that comes from something unknown (a field, an element)
+ANY: Type = frozenset(KINDS) | {UNKNOWN}
 NULL: Type = frozenset({"null"})
 BOOL: Type = frozenset({"bool"})
 INT: Type = frozenset({"int"})
@@ -78,6 +79,12 @@ class TypeEnv:
     outputs: dict[str, Type] = field(default_factory=dict)
     lets: dict[str, Type] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)  # constant outputs (of `noop` steps that always run)
+    elements: dict[str, Type] = field(default_factory=dict)  # loop variable -> the kinds of its elements
+    param_elements: dict[str, Type] = field(default_factory=dict)  # `list<T>` param -> the kinds of T
+    item: Type = ANY  # `item` of the per-element config being checked: an element of its `input`
+    self_output: Type = ANY  # `self.output` in the `compensate` being checked: the step's (or item's) output
+    config: dict[str, Type] = field(default_factory=dict)  # the kinds of the config entries just checked
 
 
 # Config entries of built-in step types whose kind the worker insists on.
@@ -88,6 +95,12 @@ CONFIG_TYPES: dict[tuple[str, str], Type] = {
     ("aggregate", "metrics"): OBJECT, ("validate", "schema"): OBJECT, ("sleep", "duration"): NUMBER,
     ("subflow", "workflow"): STRING, ("subflow", "params"): OBJECT | NULL, ("approval", "prompt"): STRING | NULL,
 }
+
+
+def element_type(text: str) -> Type | None:
+    """The kinds of the elements of a param typed ``list<T>`` (or ``list<T>?``), else ``None``."""
+    text = text.removesuffix("?")
+    return param_type(text[5:-1]) if text.startswith("list<") else None
 
 
 def param_type(text: str) -> Type:
@@ -108,7 +121,8 @@ def output_type(step_type: str, fan_out: bool, nullable: bool, noop_output: Type
 
 def show(kinds: Type) -> str:
     """``int``, ``string or null``, ``number``: how a message names a type."""
-    if kinds == ANY:
+    kinds = kinds - {UNKNOWN}
+    if kinds == ANY - {UNKNOWN}:
         return "any value"
     names = []
     for kind in KINDS:
@@ -131,13 +145,26 @@ def infer(expr: ast.Expr, scope: Any) -> Type:
     return _Infer(scope).expr(expr)
 
 
+def elements(items: ast.Expr, scope: Any) -> Type:
+    """The kinds of the elements of ``items`` (a `for each` list) where known, else any value."""
+    return _Infer(scope).elements(items)
+
+
 def expect(kinds: Type | None, wanted: Type, expr: ast.Expr, what: str, diagnostics: list[Diagnostic],
-           code: str = "E321") -> None:
-    """Report ``code`` when ``expr`` (of type ``kinds``) can never be one of ``wanted``: ``what`` must be ..."""
-    if kinds is None or kinds & wanted:
-        return
+           code: str = "E321") -> bool:
+    """Report ``code`` when ``expr`` (of type ``kinds``) cannot be one of ``wanted``; whether it did.
+
+    Refused: no kind it may have fits, or it is fully known (no unknown part) and one of its kinds
+    other than null does not fit.
+    """
+    if kinds is None:
+        return False
+    real = kinds - {UNKNOWN}
+    if real & wanted and (UNKNOWN in kinds or not real - wanted - NULL):
+        return False
     shown = wanted - NULL or wanted  # "a string" rather than "null or a string": null is rarely what is meant
     diagnostics.append(error(code, f"{what} must be {_article(shown)}, but {_source(expr)} is {_article(kinds)}", expr.loc))
+    return True
 
 
 def _source(expr: ast.Expr) -> str:
@@ -229,15 +256,61 @@ class _Infer:
     def _name(self, name: str) -> Type:
         if name in ("params", "steps", "secrets", "workflow", "error", "self"):
             return OBJECT
-        return self.env.lets.get(name, ANY)  # loop variables and `item`: any element
+        if name in self.env.constants:
+            return kind_of(self.env.constants[name])
+        if name == self.scope.loop_var and name in self.env.elements:
+            return self.env.elements[name]
+        if name == "item" and self.scope.item_ok:
+            return self.env.item
+        return self.env.lets.get(name, ANY)  # other loop variables and `item`: any element
+
+    def elements(self, items: ast.Expr) -> Type:
+        """The kinds of the elements of the list ``items`` where known (a `list<T>` param, a literal list)."""
+        if isinstance(items, ast.Member) and isinstance(items.obj, ast.Name) and items.obj.name == "params":
+            return self.env.param_elements.get(items.key, ANY)
+        if isinstance(items, ast.ListExpr) and items.items:
+            return frozenset().union(*(self._expr(i) for i in items.items))
+        value = self._value(items)
+        if isinstance(value, list) and value:
+            return frozenset().union(*(kind_of(v) for v in value))
+        return ANY
+
+    def _value(self, node: ast.Expr) -> Any:
+        """The value of ``node`` when the compiler knows it (a path into a constant), else ``_UNKNOWN``."""
+        if isinstance(node, ast.Literal):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.env.constants.get(node.name, _UNKNOWN)
+        if isinstance(node, ast.Member):
+            obj = node.obj
+            if isinstance(obj, ast.Member) and isinstance(obj.obj, ast.Name) and obj.obj.name == "steps":
+                if node.key != "output" or self.maybe_unrun:
+                    return _UNKNOWN
+                return self.env.values.get(obj.key, _UNKNOWN)
+            value = self._value(obj)
+            if isinstance(value, dict):
+                return value.get(node.key)
+            return None if value is None else _UNKNOWN
+        return _UNKNOWN
 
     def _member(self, node: ast.Member) -> Type:
+        value = self._value(node)
+        if value is not _UNKNOWN:
+            return kind_of(value)
+        if self.maybe_unrun:  # the step may not have run: its constant output, or null
+            self.maybe_unrun = False
+            value = self._value(node)
+            self.maybe_unrun = True
+            if value is not _UNKNOWN:
+                return kind_of(value) | NULL
         root = node.obj
         if isinstance(root, ast.Name):
             if root.name == "params" and node.key in self.env.params:
                 return self.env.params[node.key]
             if root.name == "secrets":
                 return STRING
+            if root.name == "self" and node.key == "output":
+                return self.env.self_output
             fixed = _FIXED_FIELDS.get((root.name, node.key))
             if fixed is not None:
                 return fixed
@@ -247,8 +320,10 @@ class _Infer:
                 return kinds | NULL if self.maybe_unrun else kinds
             return _STEP_FIELDS.get(node.key, ANY)
         obj = self._expr(root)
-        if not obj & (OBJECT | NULL):
-            return self.fail("E321", f"cannot read field `{node.key}` of {_article(obj)} ({_source(root)})", node.key_loc)
+        if not obj & (OBJECT | NULL) or (UNKNOWN not in obj and obj - OBJECT - NULL):
+            bad = obj - OBJECT - NULL - {UNKNOWN} or obj
+            where = f"{_source(root)}" if bad == obj else f"{_source(root)} is {_article(obj)}"
+            return self.fail("E321", f"cannot read field `{node.key}` of {_article(bad)} ({where})", node.key_loc)
         return ANY if "object" in obj else NULL
 
     def _index(self, node: ast.Index) -> Type:
@@ -284,7 +359,24 @@ class _Infer:
             if node.fn in ("min", "max") and count == 1:
                 accepted = LIST
             expect(kinds, accepted, arg, f"argument {i + 1} of {node.fn}()", self.diags)
-        return fn.result if len(self.diags) == before else ANY  # one report per mistake
+        if len(self.diags) > before:
+            return ANY  # one report per mistake
+        if node.fn in ("min", "max"):
+            return self._min_max(node, args)
+        return fn.result
+
+    def _min_max(self, node: ast.Call, args: list[Type]) -> Type:
+        """`min(list)` or `min(a, b, ...)` of numbers, or of strings."""
+        if len(args) == 1:
+            return NUMBER | STRING | NULL | {UNKNOWN}
+        known = [a for a in args if UNKNOWN not in a]
+        numbers, strings = any(a <= NUMBER for a in known), any(a <= STRING for a in known)
+        wrong = next((i for i, a in enumerate(args) if not a & (NUMBER | STRING)), None)
+        if wrong is not None or (numbers and strings):
+            which = node.args[wrong] if wrong is not None else node
+            return self.fail("E321", f"{node.fn}() compares numbers, or strings, not {', '.join(show(a) for a in args)}",
+                             which.loc)
+        return frozenset().union(*args) & (NUMBER | STRING | {UNKNOWN})
 
     def _binary(self, node: ast.Binary) -> Type:
         op = node.op
@@ -322,6 +414,11 @@ class _Infer:
         else:  # < <= > >=
             pairs = [(NUMBER, NUMBER, lambda: BOOL), (STRING, STRING, lambda: BOOL)]
         results = [make() for a, b, make in pairs if left & a and right & b]
+        if results and UNKNOWN not in left and UNKNOWN not in right:
+            # Fully known operands: every pair of their kinds must work (null aside: W504's business).
+            combos = [(x, y) for x in left - NULL for y in right - NULL]
+            if any(not any(x in a and y in b for a, b, _ in pairs) for x, y in combos):
+                results = []
         if not results:
             verb = {"+": "add", "<": "compare", "<=": "compare", ">": "compare", ">=": "compare"}.get(op)
             what = (f"cannot {verb} {show(left)} and {show(right)}" if verb == "add"
@@ -332,13 +429,16 @@ class _Infer:
         return frozenset().union(*results)
 
 
+_UNKNOWN = object()
+
+
 def _sum_type(left: Type, right: Type) -> Type:
     return INT if left & NUMBER <= INT and right & NUMBER <= INT else NUMBER
 
 
 def _never_equal(left: Type, right: Type) -> bool:
     """Both sides are known, exclude null, and share no kind (int and float are both numbers)."""
-    if left == ANY or right == ANY or "null" in left or "null" in right:
+    if UNKNOWN in left or UNKNOWN in right or "null" in left or "null" in right:
         return False
     widen = lambda t: t | NUMBER if t & NUMBER else t  # noqa: E731
     return not widen(left) & widen(right)

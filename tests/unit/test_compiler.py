@@ -308,7 +308,7 @@ def test_provably_never_run_steps(body, lets, message):
     "step a: noop { for each x in [1] }",
     "step a: noop { for each x in [1, 2] where x > params.n }",
     "step a: noop { for each x in [1, 2] where x > 1 }",
-    "step a: noop { for each x in params.xs ?? [] }",
+    "step a: noop { for each x in [params.n] ?? [] }",
 ])
 def test_steps_that_may_run_get_no_w501(body):
     assert never_run(body.replace("params.xs", "params.n")) == []
