@@ -229,6 +229,12 @@ def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let]
     if not isinstance(clause, ast.Compensate):
         return None
     # `steps.X` read by the undo action are no dependencies of the step: a fresh `refs`.
+    if task_type(clause.type) is None:
+        # Compensations are tasks that a worker runs; these types have no worker (dsl.spec.BUILTIN_TASK_TYPES).
+        diags.append(error(
+            "E324", f"a `compensate` action cannot be of type `{clause.type}`", clause.type_loc,
+            f"note: `{clause.type}` steps are run by the coordinator itself, and compensations are tasks run by workers",
+            "help: undo with a worker step type (`http`, `noop`, a data step or a plugin type)"))
     # The undo action runs during the saga, which has no `error` (only `on failure` steps do).
     scope = step_scope.but(self_ok=True, error_ok=False, refs={})
     for entry in clause.entries:
