@@ -12,12 +12,13 @@ from dsl import ast
 from dsl.dag import find_cycle, topo_order
 from dsl.declarations import compile_params, compile_schedule
 from dsl.errors import Diagnostic, error
-from dsl.lowering import NOT_CONSTANT, fold, lower
-from dsl.names import ROOTS, Scope, check_expr
+from dsl.lowering import NOT_CONSTANT, constant, fold, lower
+from dsl.names import ROOTS, Scope, check_expr, root_names
 from dsl.plugins import INSTALLED, StepTypes
 from dsl.retry import resolve_retry, seconds
 from dsl.spec import Let, StepSpec, WorkflowSpec
 from dsl.steps import CompiledStep, StepDefaults, compile_step
+from dsl.typecheck import ANY, Type, TypeEnv, element_type, kind_of, output_type, param_type
 
 MAX_STEPS = 1000
 
@@ -28,7 +29,8 @@ def compile_ast(tree: ast.File, step_types: StepTypes = INSTALLED) -> tuple[list
     ``step_types`` are the plugin step types whose config is checked (default: the installed ones).
     """
     diags: list[Diagnostic] = []
-    file_lets = _check_lets(tree.lets, {}, frozenset(), diags)
+    file_types = TypeEnv()
+    file_lets = _check_lets(tree.lets, {}, frozenset(), diags, file_types, secret_lets(tree.lets))
     specs: list[WorkflowSpec] = []
     seen: dict[str, ast.Workflow] = {}
     for wf in tree.workflows:
@@ -39,7 +41,7 @@ def compile_ast(tree: ast.File, step_types: StepTypes = INSTALLED) -> tuple[list
             continue
         seen[wf.name] = wf
         own: list[Diagnostic] = []
-        spec = _compile_workflow(wf, tree.lets, file_lets, own, step_types)
+        spec = _compile_workflow(wf, tree.lets, file_lets, own, step_types, file_types)
         diags.extend(own)
         if spec is not None and not any(d.is_error for d in own):
             specs.append(spec)
@@ -47,25 +49,37 @@ def compile_ast(tree: ast.File, step_types: StepTypes = INSTALLED) -> tuple[list
 
 
 def _check_lets(lets: tuple[ast.Let, ...], earlier: dict[str, ast.Let], params: frozenset[str],
-                diags: list[Diagnostic]) -> dict[str, ast.Let]:
-    """Each let sees the ones before it; lets run before any step, so `steps` is out of reach."""
+                diags: list[Diagnostic], types: TypeEnv, secret: frozenset[str]) -> dict[str, ast.Let]:
+    """Each let sees the ones before it; lets run before any step, so `steps` is out of reach.
+
+    ``types`` gets the type of each let, and its value when it is a constant.
+    """
     known = dict(earlier)
     for let in lets:
         if let.name in known or let.name in ROOTS:
             diags.append(error("E209", f"`{let.name}` is already defined", let.name_loc))
             continue
-        scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags)
-        check_expr(let.expr, scope)
+        scope = Scope(frozenset(known), params, frozenset(), {}, allow_steps=False, diagnostics=diags, place="a `let`",
+                      types=types)
+        kinds = check_expr(let.expr, scope)
+        # A let that reads a secret is deferred to the worker: its type is known, its value is not.
+        types.lets[let.name] = ANY if kinds is None else kinds
+        value = fold(lower(let.expr), types.constants)
+        if value is not NOT_CONSTANT and let.name not in secret:
+            types.constants[let.name] = value
         known[let.name] = let
     return known
 
 
 def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_known: dict[str, ast.Let],
-                      diags: list[Diagnostic], step_types: StepTypes) -> WorkflowSpec | None:
+                      diags: list[Diagnostic], step_types: StepTypes, file_types: TypeEnv) -> WorkflowSpec | None:
     params = compile_params(wf.params, diags)
     param_names = frozenset(p.name for p in params)
     wf_lets: tuple[ast.Let, ...] = tuple(wf.of_type(ast.Let))
-    lets = _check_lets(wf_lets, file_known, param_names, diags)
+    secret = secret_lets(file_lets + wf_lets)
+    types = TypeEnv({p.name: param_type(p.type) for p in params}, {}, dict(file_types.lets), dict(file_types.constants))
+    types.param_elements = {p.name: kinds for p in params if (kinds := element_type(p.type)) is not None}
+    lets = _check_lets(wf_lets, file_known, param_names, diags, types, secret)
 
     main: list[ast.Step] = wf.of_type(ast.Step)
     on_failure: list[ast.Step] = [s for block in wf.of_type(ast.OnFailure) for s in block.steps]
@@ -79,8 +93,12 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
     nullable = frozenset(s.name for s in all_steps if any(isinstance(e, (ast.When, ast.AllowFailure)) for e in s.entries))
     defaults = _defaults(wf, lets, diags)
 
+    types.outputs = {s.name: _output_type(s, s.name in nullable) for s in all_steps}
+    types.values = {s.name: v for s in all_steps if s.name not in nullable and (v := _constant_output(s)) is not NOT_CONSTANT}
+
     def base(steps: frozenset[str], error_ok: bool) -> Scope:
-        return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags)
+        return Scope(frozenset(lets), param_names, steps, loop_vars, nullable, error_ok=error_ok, refs={}, diagnostics=diags,
+                     secret_lets=secret, types=types)
 
     main_names = frozenset(s.name for s in main)
     constants = _constants(file_lets + wf_lets, lets)
@@ -94,7 +112,7 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
 
     output = None
     for out in wf.of_type(ast.Output):
-        check_expr(out.value, base(main_names, False))
+        check_expr(out.value, base(main_names, False).but(place="`output`", secrets_ok=False))
         output = lower(out.value)
     timeout = None
     for t in wf.of_type(ast.WorkflowTimeout):
@@ -107,6 +125,33 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         doc=docs[0].text if docs else None, timeout=timeout, on_failure=failure_steps, output=output,
         schedules=schedules, span=wf.loc,
     )
+
+
+def _output_type(step: ast.Step, nullable: bool) -> Type:
+    fan_out = any(isinstance(e, ast.ForEach) for e in step.entries)
+    noop = next((constant(e.value) for e in step.entries if isinstance(e, ast.Config) and e.key == "output"), None)
+    noop_type = None if noop is NOT_CONSTANT else kind_of(noop)
+    return output_type(step.type, fan_out, nullable, noop_type)
+
+
+def _constant_output(step: ast.Step) -> Any:
+    """The output of a `noop` step without `for each` whose `output` is a constant, else NOT_CONSTANT."""
+    if step.type != "noop" or any(isinstance(e, ast.ForEach) for e in step.entries):
+        return NOT_CONSTANT
+    entry = next((e for e in step.entries if isinstance(e, ast.Config) and e.key == "output"), None)
+    return None if entry is None else constant(entry.value)
+
+
+def secret_lets(declared: tuple[ast.Let, ...]) -> frozenset[str]:
+    """The `let`s whose value reads `secrets`, directly or through an earlier such `let`.
+
+    Their value is deferred to the worker like a secret, so they may stand where secrets may.
+    """
+    found: set[str] = set()
+    for let in declared:
+        if root_names(let.expr) & (found | {"secrets"}):
+            found.add(let.name)
+    return frozenset(found)
 
 
 def _constants(declared: tuple[ast.Let, ...], kept: dict[str, ast.Let]) -> dict[str, Any]:

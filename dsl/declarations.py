@@ -10,7 +10,7 @@ from croniter import croniter
 from dsl import ast
 from dsl.errors import Diagnostic, error
 from dsl.lowering import NOT_CONSTANT, constant
-from dsl.names import did_you_mean
+from dsl.names import did_you_mean, names_in_constant
 from dsl.spec import Param, Schedule
 from dsl.types import SCALAR_TYPES, TYPE_NAMES, value_matches
 
@@ -30,7 +30,9 @@ def compile_params(params: tuple[ast.Param, ...], diags: list[Diagnostic]) -> tu
         default, has_default = None, p.default is not None
         if p.default is not None:
             default = constant(p.default)
-            if default is NOT_CONSTANT:
+            if not names_in_constant(p.default, f"the default of `{p.name}`", diags):
+                default = None
+            elif default is NOT_CONSTANT:
                 diags.append(error("E304", f"the default of `{p.name}` must be a constant", p.default.loc))
                 default = None
             elif type_ok and not value_matches(default, type_text):
@@ -65,7 +67,7 @@ def _show(value: object) -> str:
 
 
 def compile_schedule(s: ast.Schedule, params: tuple[Param, ...], diags: list[Diagnostic]) -> Schedule | None:
-    value = constant(s.value)
+    value = constant(s.value)  # a computed value is reported as a bad cron / duration / time (E308 E316 E318)
     before = len(diags)
     options = _options(s, diags)
     timezone = options.get("timezone", "UTC")

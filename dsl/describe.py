@@ -13,11 +13,6 @@ from typing import Any
 from dsl.values import EvaluationError, is_list, is_number, is_object
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-KEYWORDS = frozenset(
-    "flow let workflow step after when for each in where concurrency retry timeout compensate none "
-    "allow_failure defaults schedule cron every at output on failure doc and or not true false null"
-    .split()
-)
 
 # Binding strength, loosest first (the order of the reference, section 5).
 _COND, _OR, _AND, _NOT, _CMP, _COALESCE, _ADD, _MUL, _NEG, _POSTFIX, _ATOM = range(1, 12)
@@ -39,7 +34,8 @@ def describe(expr: Any) -> str:
 
 
 def is_identifier(name: str) -> bool:
-    return bool(_IDENT.match(name)) and name not in KEYWORDS
+    """Whether ``name`` can stand bare as an object key or after `.` (keywords can: `{ step: 1 }`)."""
+    return bool(_IDENT.match(name))
 
 
 def quote(text: str) -> str:

@@ -104,7 +104,12 @@ class _Evaluator:
             return _Deferred({"op": "name", "name": name})
         if name not in self.env:
             raise EvaluationError(f"undefined name {name!r}")
-        return self.env[name]
+        value = self.env[name]
+        if self.defer and is_deferred(value):
+            # A `let` that read a secret: its deferred tree stands in for it, so that
+            # `"Bearer ${token}"` defers the whole string instead of showing the tree as text.
+            return _Deferred(dict(value[DEFERRED_KEY]))
+        return value
 
     def get(self, node: Expr, depth: int) -> Any:
         key = _field(node, "key", str)
@@ -249,7 +254,8 @@ class _Evaluator:
             name = node["name"]
             if name in bound or name in self.defer or name not in self.env:
                 return dict(node)
-            return _lit(self.env[name])
+            value = self.env[name]
+            return dict(value[DEFERRED_KEY]) if self.defer and is_deferred(value) else _lit(value)
         if op == "lambda":
             inner = bound | {_field(node, "param", str)}
             return {**node, "body": self.close(node.get("body"), inner, depth + 1)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass, field
+from typing import Any
 
 from dsl import ast
 from dsl.builder import KEYWORDS
@@ -18,6 +19,8 @@ from dsl.spec import Span
 from dsl.types import ERROR_FIELDS, STEP_FIELDS, WORKFLOW_FIELDS
 
 ROOTS = frozenset({"params", "steps", "secrets", "workflow"})
+_SECRETS_NOTE = ("note: secrets are resolved on the worker, right before use: only config entries (of steps and "
+                 "`compensate`) and `let`s may read them")
 
 
 def did_you_mean(name: str, candidates: object) -> tuple[str, ...]:
@@ -41,6 +44,13 @@ class Scope:
     allow_steps: bool = True
     refs: dict[str, Span] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The place the expression stands in, for messages ("`when`"), and what the place lets it read
+    # at run time (docs/language.md, "Scopes"): secrets are resolved on the worker only.
+    place: str = "this expression"
+    secrets_ok: bool = True
+    secret_lets: frozenset[str] = frozenset()  # `let`s whose value reads `secrets`
+    step_var: str | None = None  # the loop variable of the step being checked, bound or not here
+    types: Any = None  # a dsl.typecheck.TypeEnv: infer and check types after the names
 
     def but(self, **changes: object) -> "Scope":
         """A copy with ``changes``; shares ``refs`` and ``diagnostics`` unless they are given.
@@ -61,7 +71,22 @@ class Scope:
         return names
 
 
-def check_expr(expr: ast.Expr, scope: Scope, guarded: bool = False) -> None:
+def check_expr(expr: ast.Expr, scope: Scope) -> Any:
+    """Report every name problem in ``expr``, then (with ``scope.types``) every type problem.
+
+    Returns the inferred type of ``expr`` (a ``dsl.typecheck.Type``), or ``None`` when the names
+    were wrong or no types are known.
+    """
+    before = len(scope.diagnostics)
+    _names(expr, scope, False)
+    if scope.types is None or any(d.is_error for d in scope.diagnostics[before:]):
+        return None
+    from dsl.typecheck import infer
+
+    return infer(expr, scope)
+
+
+def _names(expr: ast.Expr, scope: Scope, guarded: bool) -> None:
     """Report every name problem in ``expr``; ``guarded`` means we are left of a `??`."""
     if isinstance(expr, (ast.Literal, ast.Duration)):
         return
@@ -71,35 +96,86 @@ def check_expr(expr: ast.Expr, scope: Scope, guarded: bool = False) -> None:
         chain, root = _chain(expr)
         if isinstance(root, ast.Name) and root.name in ("steps", "params", "workflow", "error") and _is_root(root, scope):
             _check_path(root, chain, scope, guarded)
+        elif isinstance(root, ast.Name) and root.name == "secrets":
+            _check_root(root, scope)
         else:
-            check_expr(expr.obj, scope, guarded)
+            _names(expr.obj, scope, guarded)
     elif isinstance(expr, ast.Index):
-        check_expr(expr.obj, scope, guarded)
-        check_expr(expr.index, scope)
+        _names(expr.obj, scope, guarded)
+        _names(expr.index, scope, False)
     elif isinstance(expr, ast.Call):
         if expr.fn not in FUNCTIONS:
             scope.diagnostics.append(error("E210", f"unknown function `{expr.fn}`", expr.fn_loc, *did_you_mean(expr.fn, FUNCTIONS)))
         for arg in expr.args:
-            check_expr(arg, scope)
+            _names(arg, scope, False)
     elif isinstance(expr, ast.Unary):
-        check_expr(expr.arg, scope)
+        _names(expr.arg, scope, False)
     elif isinstance(expr, ast.Binary):
-        check_expr(expr.left, scope, guarded or expr.op == "??")
-        check_expr(expr.right, scope, guarded)
+        _names(expr.left, scope, guarded or expr.op == "??")
+        _names(expr.right, scope, guarded)
     elif isinstance(expr, ast.Cond):
-        check_expr(expr.test, scope)
-        check_expr(expr.then, scope, guarded)
-        check_expr(expr.else_, scope, guarded)
+        _names(expr.test, scope, False)
+        _names(expr.then, scope, guarded)
+        _names(expr.else_, scope, guarded)
     elif isinstance(expr, ast.ListExpr):
         for item in expr.items:
-            check_expr(item, scope)
+            _names(item, scope, False)
     elif isinstance(expr, ast.ObjectExpr):
         for entry in expr.entries:
-            check_expr(entry.value, scope)
+            _names(entry.value, scope, False)
     elif isinstance(expr, ast.Interp):
         for part in expr.parts:
             if not isinstance(part, str):
-                check_expr(part, scope)
+                _names(part, scope, False)
+
+
+def names_in_constant(expr: ast.Expr, place: str, diagnostics: list[Diagnostic]) -> bool:
+    """Report an E214 for the first name read by ``expr``, which stands where only a constant may.
+
+    Returns whether ``expr`` reads no name (a literal, list or object of literals, an operation on them).
+    """
+    for node in _walk(expr):
+        if isinstance(node, ast.Name):
+            diagnostics.append(error(
+                "E214", f"{place} takes a constant; `{node.name}` cannot be read here", node.loc,
+                "note: it is fixed when the workflow is deployed, before any run has params, steps or lets"))
+            return False
+    return True
+
+
+def _walk(expr: ast.Expr) -> list[object]:
+    """Every node of ``expr``, parents before children, in source order."""
+    out: list[object] = []
+    stack: list[object] = [expr]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        kids: list[object] = []
+        if isinstance(node, ast.Member):
+            kids = [node.obj]
+        elif isinstance(node, ast.Index):
+            kids = [node.obj, node.index]
+        elif isinstance(node, ast.Call):
+            kids = list(node.args)
+        elif isinstance(node, ast.Unary):
+            kids = [node.arg]
+        elif isinstance(node, ast.Binary):
+            kids = [node.left, node.right]
+        elif isinstance(node, ast.Cond):
+            kids = [node.test, node.then, node.else_]
+        elif isinstance(node, ast.ListExpr):
+            kids = list(node.items)
+        elif isinstance(node, ast.ObjectExpr):
+            kids = [e.value for e in node.entries]
+        elif isinstance(node, ast.Interp):
+            kids = [p for p in node.parts if not isinstance(p, str)]
+        stack.extend(reversed(kids))
+    return out
+
+
+def root_names(expr: ast.Expr) -> set[str]:
+    """Every root name that ``expr`` reads (`params` of `params.x`, `t` of `t + 1`)."""
+    return {node.name for node in _walk(expr) if isinstance(node, ast.Name)}
 
 
 def _is_root(name: ast.Name, scope: Scope) -> bool:
@@ -171,6 +247,17 @@ def _check_root(name: ast.Name, scope: Scope) -> None:
     if n in scope.visible():
         if n == "steps" and not scope.allow_steps:
             scope.diagnostics.append(error("E212", "`steps` cannot be used here", name.loc))
+        elif n == "secrets" and not scope.secrets_ok:
+            scope.diagnostics.append(error("E213", f"`secrets` cannot be read in {scope.place}", name.loc, _SECRETS_NOTE))
+        elif n in scope.secret_lets and not scope.secrets_ok:
+            scope.diagnostics.append(error("E213", f"`{n}` reads `secrets` and cannot be used in {scope.place}", name.loc,
+                                           _SECRETS_NOTE))
+        return
+    if n == scope.step_var:
+        scope.diagnostics.append(error(
+            "E207", f"loop variable `{n}` is not defined in {scope.place}", name.loc,
+            "note: it is bound for each item: in `where`, the config entries and `compensate`; "
+            "`when`, the items and `concurrency` are evaluated once for the whole step"))
         return
     if n == "self":
         scope.diagnostics.append(error("E205", "`self` is only defined inside a `compensate` block", name.loc))

@@ -7,7 +7,7 @@ from typing import Mapping
 from dsl import ast
 from dsl.errors import Diagnostic, error
 from dsl.lowering import NOT_CONSTANT, constant
-from dsl.names import did_you_mean
+from dsl.names import did_you_mean, names_in_constant
 from dsl.spec import Retry
 from dsl.types import ERROR_CLASSES, RETRY_FIELDS, is_error_class
 
@@ -17,6 +17,8 @@ def resolve_retry(clause: ast.RetryClause, lets: Mapping[str, ast.Let], diags: l
     value = clause.value
     if isinstance(value, ast.Name) and value.name in lets:
         value = lets[value.name].expr
+    if not isinstance(value, ast.Name) and not names_in_constant(value, "`retry`", diags):
+        return Retry()  # a bare name that is no `let` gets E315 below, which says what `retry` takes
     if isinstance(value, ast.Literal) and type(value.value) is int:
         if value.value < 1:
             diags.append(error("E312", "`retry` needs at least 1 attempt (the first try counts)", value.loc))
@@ -96,6 +98,8 @@ def _errors(expr: ast.Expr, value: object, diags: list[Diagnostic]) -> object:
 
 def seconds(expr: ast.Expr, what: str, diags: list[Diagnostic]) -> float | None:
     """A duration (or plain number of seconds) as a float; an error otherwise."""
+    if not names_in_constant(expr, f"`{what}`", diags):
+        return None
     value = constant(expr)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)

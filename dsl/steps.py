@@ -12,6 +12,8 @@ from dsl.names import Scope, check_expr, did_you_mean
 from dsl.retry import resolve_retry, seconds
 from dsl.plugins import ENTRY_POINT_GROUP, INSTALLED, PluginStepType, StepTypes
 from dsl.spec import Compensation, Expr, ForEach, Retry, Span, StepSpec
+from dsl.typecheck import ANY, BOOL, CONFIG_TYPES, INT, LIST, NULL, expect, output_type
+from dsl.typecheck import elements as element_kinds
 from dsl.types import CLAUSES, SIDE_EFFECT_FREE_METHODS, STEP_TYPES, StepType, is_plugin_type, task_type
 
 _SINGLE = (ast.When, ast.ForEach, ast.RetryClause, ast.TimeoutClause, ast.AllowFailure, ast.Doc)
@@ -60,9 +62,14 @@ def compile_step(
             singles[kind] = entry
     for_each = singles.get(ast.ForEach)
     loop_var = for_each.var if isinstance(for_each, ast.ForEach) else None
-    scope = base.but(loop_var=loop_var)
+    scope = base.but(loop_var=loop_var, step_var=loop_var)
+    if isinstance(for_each, ast.ForEach) and scope.types is not None:
+        scope.types.elements[for_each.var] = element_kinds(for_each.items, scope)
 
     config = _config(step.type, step.type_loc, step.entries, scope, diags, f"step `{step.name}`", plugins)
+    if scope.types is not None:  # `self.output` in `compensate`: this step's output (an item's, for a fan-out)
+        own = scope.types.config.get("output", ANY) if step.type == "noop" else output_type(step.type, False, False)
+        scope.types.self_output = own
     after = [e for e in step.entries if isinstance(e, ast.After)]
     for clause in after:
         for name, loc in clause.names:
@@ -75,16 +82,18 @@ def compile_step(
     when = singles.get(ast.When)
     never_runs = False
     if isinstance(when, ast.When):
-        check_expr(when.expr, scope)
+        kinds = check_expr(when.expr, scope.but(loop_var=None, place="`when`", secrets_ok=False))
         when_expr = lower(when.expr)
         if is_non_boolean(when.expr):
             diags.append(error("E305", "`when` needs a boolean condition", when.expr.loc, "help: compare it, e.g. `x > 0` or `x != null`"))
+        elif expect(kinds, BOOL | NULL, when.expr, "`when`", diags, code="E305"):
+            pass
         elif fold(when_expr, constants) is False:
             never_runs = True
             why = "`when false`" if isinstance(when.expr, ast.Literal) else "its `when` is always false"
             diags.append(warning("W501", f"step `{step.name}` can never run ({why})", when.loc))
 
-    fe_spec = _for_each(for_each, scope, diags) if isinstance(for_each, ast.ForEach) else None
+    fe_spec = _for_each(for_each, scope, diags, constants) if isinstance(for_each, ast.ForEach) else None
     if fe_spec is not None and isinstance(for_each, ast.ForEach) and not never_runs:
         elements = fold_each((fe_spec.items, fe_spec.where), fe_spec.var, constants)
         if elements == []:
@@ -117,7 +126,7 @@ def compile_step(
 
 
 def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scope: Scope, diags: list[Diagnostic], what: str,
-            plugins: StepTypes) -> dict[str, Expr]:
+            plugins: StepTypes, place: str = "config") -> dict[str, Expr]:
     known = STEP_TYPES.get(type_name)
     plugin = None
     any_key = False  # a plugin without a closed set of keys
@@ -131,6 +140,11 @@ def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scop
             any_key = plugin.keys is None
     config: dict[str, Expr] = {}
     values: dict[str, Any] = {}
+    types = scope.types
+    if types is not None:
+        types.config = {}
+        data = next((e for e in entries if isinstance(e, ast.Config) and e.key == "input"), None)
+        types.item = element_kinds(data.value, scope) if data is not None else ANY
     for entry in entries:
         if not isinstance(entry, ast.Config):
             continue
@@ -139,7 +153,12 @@ def _config(type_name: str, type_loc: Span, entries: tuple[ast.Entry, ...], scop
             continue
         lambdas = known.lambdas if known else frozenset()
         is_lambda = entry.key in lambdas and not (type_name == "sort" and isinstance(entry.value, ast.Literal))
-        check_expr(entry.value, scope.but(item_ok=is_lambda) if is_lambda != scope.item_ok else scope)
+        kinds = check_expr(entry.value, scope.but(item_ok=is_lambda, place=f"{place} `{entry.key}`"))
+        if types is not None and kinds is not None:
+            types.config[entry.key] = kinds
+        wanted = CONFIG_TYPES.get((type_name, entry.key))
+        if wanted is not None and not is_lambda:
+            expect(kinds, wanted, entry.value, f"config `{entry.key}` of `{type_name}`", diags)
         if known is not None and not any_key and entry.key not in known.keys:
             diags.append(error("E302", f"unknown config key `{entry.key}` for `{type_name}` steps", entry.loc,
                                *_key_help(entry.key, known)))
@@ -183,15 +202,18 @@ def _key_help(key: str, known: StepType) -> tuple[str, ...]:
     return did_you_mean(key, known.keys) or (f"note: known keys: {', '.join(sorted(known.keys))}",)
 
 
-def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic]) -> ForEach:
-    check_expr(fe.items, inner.but(loop_var=None))
+def _for_each(fe: ast.ForEach, inner: Scope, diags: list[Diagnostic], constants: Mapping[str, Any]) -> ForEach:
+    once = inner.but(loop_var=None, secrets_ok=False)  # evaluated by the coordinator, once for the step
+    expect(check_expr(fe.items, once.but(place="the items of `for each`")), LIST, fe.items, "the items of `for each`", diags)
     if fe.where is not None:
-        check_expr(fe.where, inner)
+        kinds = check_expr(fe.where, inner.but(place="`where`", secrets_ok=False))
         if is_non_boolean(fe.where):
             diags.append(error("E305", "`where` needs a boolean condition", fe.where.loc))
+        else:
+            expect(kinds, BOOL | NULL, fe.where, "`where`", diags, code="E305")
     if fe.concurrency is not None:
-        check_expr(fe.concurrency, inner)
-        value = constant(fe.concurrency)
+        expect(check_expr(fe.concurrency, once.but(place="`concurrency`")), INT, fe.concurrency, "`concurrency`", diags)
+        value = fold(lower(fe.concurrency), constants)
         if value is not NOT_CONSTANT and not (type(value) is int and value >= 1):
             diags.append(error("E316", "`concurrency` must be a whole number of at least 1", fe.concurrency.loc))
     return ForEach(
@@ -207,11 +229,18 @@ def _compensation(clause: object, step_scope: Scope, lets: Mapping[str, ast.Let]
     if not isinstance(clause, ast.Compensate):
         return None
     # `steps.X` read by the undo action are no dependencies of the step: a fresh `refs`.
-    scope = step_scope.but(self_ok=True, refs={})
+    if task_type(clause.type) is None:
+        # Compensations are tasks that a worker runs; these types have no worker (dsl.spec.BUILTIN_TASK_TYPES).
+        diags.append(error(
+            "E324", f"a `compensate` action cannot be of type `{clause.type}`", clause.type_loc,
+            f"note: `{clause.type}` steps are run by the coordinator itself, and compensations are tasks run by workers",
+            "help: undo with a worker step type (`http`, `noop`, a data step or a plugin type)"))
+    # The undo action runs during the saga, which has no `error` (only `on failure` steps do).
+    scope = step_scope.but(self_ok=True, error_ok=False, refs={})
     for entry in clause.entries:
         if not isinstance(entry, (ast.Config, ast.RetryClause)):
             diags.append(error("E317", "a `compensate` block takes config entries and `retry` only", entry.loc))
-    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`", plugins)
+    config = _config(clause.type, clause.type_loc, clause.entries, scope, diags, "`compensate`", plugins, "`compensate` config")
     retry_clause = next((e for e in clause.entries if isinstance(e, ast.RetryClause)), None)
     retry = resolve_retry(retry_clause, lets, diags) if retry_clause else None
     return Compensation(type=clause.type, task_type=_task_type(clause.type, plugins), config=config, retry=retry)

@@ -47,9 +47,17 @@ GOLDEN = {
         'let when = 1\n',
         't.flow:1:5: error[E107]: `when` is a reserved word and cannot be used as a `let` name\nlet when = 1\n    ^^^^\n  = help: choose another name',
     ),
-    'reserved_key': (
-        'let x = { when: 1 }\n',
-        't.flow:1:11: error[E107]: `when` is a reserved word; quote it to use it as a key\nlet x = { when: 1 }\n          ^^^^\n  = help: write "when": ...',
+    'compensate_coordinator_type': (
+        'workflow w() {\n  step a: noop { compensate sleep { duration: 1s } }\n}\n',
+        't.flow:2:29: error[E324]: a `compensate` action cannot be of type `sleep`\n  step a: noop { compensate sleep { duration: 1s } }\n                            ^^^^^\n  = note: `sleep` steps are run by the coordinator itself, and compensations are tasks run by workers\n  = help: undo with a worker step type (`http`, `noop`, a data step or a plugin type)',
+    ),
+    'reserved_name_not_key': (
+        'let x = { step: 1, when: 2 }.when + step\n',
+        't.flow:1:37: error[E107]: `step` is a reserved word and cannot be used as a name\nlet x = { step: 1, when: 2 }.when + step\n                                    ^^^^\n  = help: choose another name',
+    ),
+    'reserved_step_name': (
+        'workflow w() {\n  step a: noop { output: { step: 1 } }\n  step step: noop {}\n}\n',
+        't.flow:3:8: error[E107]: `step` is a reserved word and cannot be used as a step name\n  step step: noop {}\n       ^^^^\n  = help: choose another name',
     ),
     'unexpected_token': (
         'workflow w() { step a: noop {} ) }\n',

@@ -535,7 +535,7 @@ def test_call_lambda_rejects_non_lambdas() -> None:
     [
         (get(name("secrets"), "TOKEN"), "secrets.TOKEN"),
         (get(name("params"), "my key"), 'params["my key"]'),
-        (get(name("params"), "when"), 'params["when"]'),
+        (get(name("params"), "when"), "params.when"),  # keywords are fields (issue 14)
         (bin_("*", bin_("+", 1, 2), 3), "(1 + 2) * 3"),
         (bin_("-", 1, bin_("-", 2, 3)), "1 - (2 - 3)"),
         (bin_("-", bin_("-", 1, 2), 3), "1 - 2 - 3"),
