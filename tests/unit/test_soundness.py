@@ -23,7 +23,7 @@ import dsl
 
 def flow_cli() -> Any:
     """The `flow` click group (the one import of the CLI in this module; it moves with the layout)."""
-    from engine.cli import main
+    from flow.cli.main import main
 
     return main
 
