@@ -1,0 +1,47 @@
+"""Flow from Python code: the client library of the JSON API.
+
+    from flow import Client
+
+    with Client() as client:                     # FLOW_URL / FLOW_API_TOKEN
+        client.deploy("workflows/hello.flow")
+        run = client.start("hello", {"name": "Ada"})
+        print(run.result(timeout=60))
+
+``AsyncClient`` is the asyncio twin. Importing ``flow`` loads httpx and nothing of the server (no
+Flask, SQLAlchemy or kombu); the ``flow`` command lives apart. See ``docs/client.md``.
+"""
+
+from flow._api import Retries
+from flow.async_client import AsyncClient
+from flow.client import Client
+from flow.errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    BatchStartError,
+    CompileError,
+    ConflictError,
+    FlowError,
+    IllegalTransitionError,
+    InvalidParamsError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RunFailedError,
+    ServerError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+    WaitTimeoutError,
+)
+from flow.records import DeadLetter, DeployedVersion, Page
+from flow.runs import AsyncRun, Run, RunDocument
+
+__all__ = [
+    "Client", "AsyncClient", "Run", "AsyncRun", "RunDocument", "DeployedVersion", "DeadLetter", "Page",
+    "Retries",
+    "FlowError", "APIConnectionError", "APIStatusError", "BadRequestError", "AuthenticationError",
+    "PermissionDeniedError", "NotFoundError", "ConflictError", "IllegalTransitionError",
+    "PayloadTooLargeError", "UnprocessableEntityError", "InvalidParamsError", "CompileError",
+    "ServerError", "ServiceUnavailableError", "RunFailedError", "WaitTimeoutError", "BatchStartError",
+]
