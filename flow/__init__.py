@@ -1,4 +1,4 @@
-"""Flow from Python code: the client library of the JSON API.
+"""Flow from Python code: the client of the JSON API, and step types written as Python functions.
 
     from flow import Client
 
@@ -7,7 +7,8 @@
         run = client.start("hello", {"name": "Ada"})
         print(run.result(timeout=60))
 
-``AsyncClient`` is the asyncio twin. Importing ``flow`` loads httpx and nothing of the server (no
+``AsyncClient`` is the asyncio twin; ``@step_type`` declares a step type implemented by a function
+(run by ``flow worker --import MODULE``; see ``docs/python-steps.md``). Importing ``flow`` loads httpx and nothing of the server (no
 Flask, SQLAlchemy or kombu); the ``flow`` command lives apart. See ``docs/client.md``.
 """
 
@@ -36,10 +37,11 @@ from flow.errors import (
 )
 from flow.records import DeadLetter, DeployedVersion, Page
 from flow.runs import AsyncRun, Run, RunDocument
+from flow.steps import NonRetryable, Retryable, StepContext, StepType, step_type
 
 __all__ = [
     "Client", "AsyncClient", "Run", "AsyncRun", "RunDocument", "DeployedVersion", "DeadLetter", "Page",
-    "Retries",
+    "Retries", "step_type", "StepType", "StepContext", "Retryable", "NonRetryable",
     "FlowError", "APIConnectionError", "APIStatusError", "BadRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "IllegalTransitionError",
     "PayloadTooLargeError", "UnprocessableEntityError", "InvalidParamsError", "CompileError",
