@@ -8,8 +8,11 @@
         print(run.result(timeout=60))
 
 ``AsyncClient`` is the asyncio twin; ``@step_type`` declares a step type implemented by a function
-(run by ``flow worker --import MODULE``; see ``docs/python-steps.md``). Importing ``flow`` loads httpx and nothing of the server (no
-Flask, SQLAlchemy or kombu); the ``flow`` command lives apart. See ``docs/client.md``.
+(run by ``flow worker --import MODULE``). See ``docs/client.md`` and ``docs/python-steps.md``.
+
+Importing ``flow`` loads httpx and nothing of the server (no Flask, SQLAlchemy or kombu). The
+``flow`` command (``flow.cli``) also lives here, above the engine, the workers and the web app, which
+it composes; nothing below imports this package.
 """
 
 from flow._api import Retries

@@ -27,12 +27,12 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from engine.contracts import Failure
-from workers.registry import HandlerError, InvalidInput, Registry, TaskContext
+from engine.core.contracts import Failure
+from workers.handler_api import Handler, HandlerError, InvalidInput, TaskContext
+from workers.registry import Registry
 
 log = logging.getLogger("flow.steps")
 
-Handler = Callable[[TaskContext], Any]
 
 
 class StepFunction(Protocol):

@@ -26,10 +26,7 @@ import flow
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# The CLI of this checkout, wherever the layout puts its entry point.
-FLOW_CLI = [sys.executable, "-c",
-            "import sys\ntry:\n    from flow.cli.main import main\nexcept ImportError:\n"
-            "    from engine.cli import main\nsys.exit(main())"]
+FLOW_CLI = [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())"]
 ADMIN_TOKEN = "client-test-" + "a" * 24
 
 SOURCE = """

@@ -11,12 +11,12 @@ from typing import Any, Literal
 import pytest
 
 import dsl
-from engine.contracts import TaskMessage
+from engine.core.contracts import TaskMessage
 from engine.settings import Settings
 from flow import NonRetryable, Retryable, StepType, step_type
 from flow.steps import declared_in, json_schema, manifest
 from workers.python_steps import handler_for
-from workers.registry import HandlerError, InvalidInput, TaskContext
+from workers.handler_api import HandlerError, InvalidInput, TaskContext
 
 
 @step_type("billing.charge", config={"amount": int, "currency": str})
