@@ -29,6 +29,7 @@ from flow.errors import (
     FlowError,
     IllegalTransitionError,
     InvalidParamsError,
+    NoWorkerWarning,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -49,4 +50,5 @@ __all__ = [
     "PermissionDeniedError", "NotFoundError", "ConflictError", "IllegalTransitionError",
     "PayloadTooLargeError", "UnprocessableEntityError", "InvalidParamsError", "CompileError",
     "ServerError", "ServiceUnavailableError", "RunFailedError", "WaitTimeoutError", "BatchStartError",
+    "NoWorkerWarning",
 ]

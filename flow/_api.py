@@ -126,7 +126,8 @@ def decode(text: str) -> Any:
 # --- the endpoints --------------------------------------------------------------------------------
 
 
-def deploy(path_or_source: str | os.PathLike[str], filename: str | None = None) -> Call:
+def deploy(path_or_source: str | os.PathLike[str], filename: str | None = None,
+           step_types: Mapping[str, Any] | None = None) -> Call:
     """``POST /api/workflows`` with a ``.flow`` file's source (or the seed's ``.json`` definition).
 
     A ``Path`` (or any path-like) is read. A string is a path when it is a single line naming an
@@ -140,9 +141,34 @@ def deploy(path_or_source: str | os.PathLike[str], filename: str | None = None) 
     name = filename or name
     if name and name.endswith(".json"):
         return Call("POST", "/api/workflows", json=json.loads(source), retry_safe=True)
+    body: dict[str, Any] = {"source": source, "filename": name or "client.flow"}
+    if step_types:
+        body["step_types"] = dict(step_types)
     # Deploying the same source twice stores nothing new, so a resend after a lost answer is safe.
-    return Call("POST", "/api/workflows", json={"source": source, "filename": name or "client.flow"},
-                retry_safe=True)
+    return Call("POST", "/api/workflows", json=body, retry_safe=True)
+
+
+def step_types_manifest(step_types: Any) -> dict[str, Any] | None:
+    """The manifest of ``step_types``: a manifest mapping as is, or ``StepType`` objects, or modules
+    that declare them (each module's step types)."""
+    if step_types is None:
+        return None
+    if isinstance(step_types, Mapping):
+        return dict(step_types.get("step_types", step_types))
+    import types as pytypes
+
+    from flow.steps import StepType, declared_in, manifest
+
+    items = [step_types] if isinstance(step_types, (pytypes.ModuleType, StepType)) else list(step_types)
+    found: list[StepType] = []
+    for item in items:
+        found.extend(declared_in(item) if isinstance(item, pytypes.ModuleType) else [item])
+    return manifest(found)
+
+
+def deploy_warnings(answer: Any) -> list[str]:
+    """The messages of a deploy answer's ``warnings`` (a step type that no worker serves ...)."""
+    return [str(w.get("message", w)) for w in (answer or {}).get("warnings") or [] if isinstance(w, dict)]
 
 
 def _source_of(path_or_source: str | os.PathLike[str]) -> tuple[str, str | None]:

@@ -15,6 +15,7 @@ import builtins
 import datetime as dt
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Awaitable, Callable
 
@@ -22,7 +23,14 @@ import httpx
 
 from flow import _api
 from flow._api import BATCH_LIMIT, Call, Retries
-from flow.errors import APIConnectionError, APIStatusError, BatchStartError, PayloadTooLargeError, WaitTimeoutError
+from flow.errors import (
+    APIConnectionError,
+    APIStatusError,
+    BatchStartError,
+    NoWorkerWarning,
+    PayloadTooLargeError,
+    WaitTimeoutError,
+)
 from flow.records import DeadLetter, DeployedVersion, Page
 from flow.runs import AsyncRun, RunDocument
 
@@ -96,10 +104,12 @@ class AsyncClient:
     async def _run_document(self, run_id: str) -> dict[str, Any]:
         return dict(await self._send(_api.get_run(run_id)))
 
-    async def deploy(self, path_or_source: str | os.PathLike[str], *,
-                     filename: str | None = None) -> builtins.list[DeployedVersion]:
+    async def deploy(self, path_or_source: str | os.PathLike[str], *, filename: str | None = None,
+                     step_types: Any = None) -> builtins.list[DeployedVersion]:
         """See ``Client.deploy``."""
-        answer = await self._send(_api.deploy(path_or_source, filename))
+        answer = await self._send(_api.deploy(path_or_source, filename, _api.step_types_manifest(step_types)))
+        for message in _api.deploy_warnings(answer):
+            warnings.warn(message, NoWorkerWarning, stacklevel=2)
         return [DeployedVersion.from_json(v) for v in answer["versions"]]
 
     async def check(self, source: str, *, filename: str | None = None) -> dict[str, Any]:

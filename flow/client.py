@@ -17,6 +17,7 @@ import builtins
 import datetime as dt
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
@@ -24,7 +25,14 @@ import httpx
 
 from flow import _api
 from flow._api import BATCH_LIMIT, Call, Retries
-from flow.errors import APIConnectionError, APIStatusError, BatchStartError, PayloadTooLargeError, WaitTimeoutError
+from flow.errors import (
+    APIConnectionError,
+    APIStatusError,
+    BatchStartError,
+    NoWorkerWarning,
+    PayloadTooLargeError,
+    WaitTimeoutError,
+)
 from flow.records import DeadLetter, DeployedVersion, Page
 from flow.runs import Run, RunDocument
 
@@ -123,7 +131,8 @@ class Client:
 
     # --- workflows ----------------------------------------------------------------------------------
 
-    def deploy(self, path_or_source: str | os.PathLike[str], *, filename: str | None = None) -> list[DeployedVersion]:
+    def deploy(self, path_or_source: str | os.PathLike[str], *, filename: str | None = None,
+               step_types: Any = None) -> list[DeployedVersion]:
         """Deploy the workflows of a ``.flow`` file (or source text, or a seed ``.json`` definition).
 
         Deploying unchanged source stores nothing and answers the existing versions
@@ -132,6 +141,8 @@ class Client:
         Parameters:
             path_or_source: a path (``Path`` or a one-line string naming a file) or the source itself.
             filename: the name diagnostics show; default the file's name.
+            step_types: Python step types to check the config of dotted steps against: ``StepType``
+                objects, modules that declare them, or a manifest (``flow steps export``).
 
         Returns:
             One ``DeployedVersion`` per workflow of the source.
@@ -139,8 +150,13 @@ class Client:
         Raises:
             CompileError: the source does not compile; ``diagnostics`` lists every one.
             FileNotFoundError: a path that does not exist.
+
+        Warns:
+            NoWorkerWarning: a dotted step type of the source that no worker serves.
         """
-        answer = self._send(_api.deploy(path_or_source, filename))
+        answer = self._send(_api.deploy(path_or_source, filename, _api.step_types_manifest(step_types)))
+        for message in _api.deploy_warnings(answer):
+            warnings.warn(message, NoWorkerWarning, stacklevel=2)
         return [DeployedVersion.from_json(v) for v in answer["versions"]]
 
     def check(self, source: str, *, filename: str | None = None) -> dict[str, Any]:

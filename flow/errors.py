@@ -38,8 +38,13 @@ __all__ = [
     "PermissionDeniedError", "NotFoundError", "ConflictError", "IllegalTransitionError",
     "PayloadTooLargeError", "UnprocessableEntityError", "InvalidParamsError", "CompileError",
     "ServerError", "ServiceUnavailableError", "RunFailedError", "WaitTimeoutError", "BatchStartError",
-    "error_from_body",
+    "NoWorkerWarning", "error_from_body",
 ]
+
+
+class NoWorkerWarning(UserWarning):
+    """``deploy`` stored a workflow with a step type that no worker serves yet: its steps will wait
+    in their queue until ``flow worker --import MODULE`` consumes it."""
 
 
 class FlowError(Exception):

@@ -19,6 +19,7 @@ from flow.cli.common import (
     setup_logging,
 )
 from flow.cli.processes import Threads, start_engine
+from flow.cli.python_steps import import_option, known_step_types, steps_option
 
 log = logging.getLogger("flow.cli")
 TERMINAL_RUN = frozenset(status.value for status in TERMINAL_RUN_STATUSES)
@@ -50,23 +51,38 @@ def db_upgrade() -> None:
 
 @click.command("deploy")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def deploy(files: tuple[str, ...]) -> None:
+@steps_option
+@import_option
+def deploy(files: tuple[str, ...], steps_file: str | None, imports: tuple[str, ...]) -> None:
     """Compile FILES and store each workflow as a new version (an unchanged source is a no-op).
 
     Prints one line per workflow: name, version, and whether it was created or unchanged.
-    Compile errors are printed like `flow check` prints them, and the exit status is 1.
+    Compile errors are printed like `flow check` prints them, and the exit status is 1. On RabbitMQ,
+    a warning names each dotted step type whose queue no worker consumes.
+
+    \b
+    Python step types: --import MODULE (or --steps FILE from `flow steps export`) checks the
+    config of their steps, as `flow check` does.
     """
-    store = open_store(settings_from_env())
+    import dsl
+    from web.api.served import unserved
+
+    step_types = known_step_types(imports, steps_file)
+    settings = settings_from_env()
+    store = open_store(settings)
     failed = False
     for path in files:
         try:
-            deployed = deploy_file(store, path)
+            deployed = deploy_file(store, path, step_types)
         except SystemExit:
             failed = True
             continue
         for item in deployed:
             state = "created" if item.created else "unchanged"
             click.echo(f"{item.name}  v{item.version}  {state}")
+        specs = dsl.compile_file(path, step_types).specs or []
+        for warning in unserved(specs, settings.broker_url):
+            click.echo(f"warning[{warning['code']}]: {warning['message']}", err=True)
     if failed:
         raise SystemExit(1)
 
