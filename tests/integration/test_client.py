@@ -68,6 +68,12 @@ class Server:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
+    def cli_input(self, args: list[str], stdin: str) -> str:
+        done = subprocess.run([*FLOW_CLI, *args], env=self.env, cwd=ROOT, input=stdin, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
     def spawn(self, *args: str) -> None:
         log = self.tmp / f"{args[0]}-{len(self.processes)}.log"
         with log.open("wb") as out:
