@@ -308,3 +308,26 @@ def _queue_row(html: str, task_type: str) -> dict[str, str] | None:
                       rf"\s*<td[^>]*>([^<]*)</td>", html)
     return None if found is None else {"messages": found.group(1), "consumers": found.group(2),
                                        "pending": found.group(3)}
+
+
+def test_the_example_app_runs_as_its_readme_says(tmp_path: Path) -> None:
+    app = ROOT / "examples" / "python-app"
+    env = {**_clean_env(), "FLOW_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(app), str(ROOT)])}
+    server = Server(tmp_path, env, token=None)
+    server.spawn("up", "--import", "steps", "--concurrency", "2")
+    try:
+        server.wait_ready()
+        script = {**server.env, "FLOW_URL": server.url}
+
+        def start(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "start.py", *args], cwd=app, env=script, capture_output=True,
+                                  text=True, timeout=120)
+
+        ok, busy, zero = start("ada", "42"), start("busy", "10"), start("ada", "0")
+    finally:
+        server.stop()
+    assert ok.returncode == 0 and re.fullmatch(r"\{'charge_id': 'ch_\w{8}', 'receipt': 'ch_\w{8}: 42 EUR'\}\n",
+                                               ok.stdout), ok.stdout + ok.stderr
+    assert busy.returncode == 0 and "10 EUR" in busy.stdout, busy.stdout + busy.stderr
+    assert zero.returncode == 1 and zero.stderr.strip() == "failed: NonRetryable: cannot charge 0 EUR", zero.stderr
