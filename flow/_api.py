@@ -232,10 +232,11 @@ def start_batch(workflow: str, items: Sequence[BatchItem], version: int | None) 
         entry: dict[str, Any] = {"params": dict(item.params)}
         if item.idempotency_key:
             entry["idempotency_key"] = item.idempotency_key
-        if version is not None:
-            entry["version"] = version
         runs.append(entry)
-    return Call("POST", f"/api/workflows/{_segment(workflow)}/runs/batch", json={"runs": runs},
+    body: dict[str, Any] = {"runs": runs}
+    if version is not None:
+        body["version"] = version
+    return Call("POST", f"/api/workflows/{_segment(workflow)}/runs/batch", json=body,
                 retry_safe=all(item.idempotency_key for item in items))
 
 

@@ -27,6 +27,7 @@ from flow.errors import (
     APIConnectionError,
     APIStatusError,
     BatchStartError,
+    NotFoundError,
     NoWorkerWarning,
     PayloadTooLargeError,
     WaitTimeoutError,
@@ -155,6 +156,10 @@ class AsyncClient:
                         for r in _api.batch_results(answer, len(chunk))]
         results: builtins.list[AsyncRun | APIStatusError] = []
         for item in chunk:
+            missing = next((r for r in results if isinstance(r, NotFoundError)), None)
+            if missing is not None:  # no such workflow or version: the same answer for every item
+                results.append(missing)
+                continue
             try:
                 results.append(await self.start(workflow, item.params, idempotency_key=item.idempotency_key,
                                                 version=version))

@@ -29,6 +29,7 @@ from flow.errors import (
     APIConnectionError,
     APIStatusError,
     BatchStartError,
+    NotFoundError,
     NoWorkerWarning,
     PayloadTooLargeError,
     WaitTimeoutError,
@@ -231,6 +232,10 @@ class Client:
                         for r in _api.batch_results(answer, len(chunk))]
         results: list[Run | APIStatusError] = []
         for item in chunk:
+            missing = next((r for r in results if isinstance(r, NotFoundError)), None)
+            if missing is not None:  # no such workflow or version: the same answer for every item
+                results.append(missing)
+                continue
             try:
                 results.append(self.start(workflow, item.params, idempotency_key=item.idempotency_key,
                                           version=version))

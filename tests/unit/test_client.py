@@ -345,6 +345,9 @@ def test_start_many_uses_the_batch_endpoint_in_chunks_of_1000() -> None:
     assert [len(json.loads(r.content)["runs"]) for r in seen] == [1000, 1000, 500]
     assert json.loads(seen[0].content)["runs"][7] == {"params": {"n": 7}, "idempotency_key": "k7"}
 
+    client.start_many("w", [{"n": 1}], version=4)
+    assert json.loads(seen[-1].content) == {"runs": [{"params": {"n": 1}}], "version": 4}
+
 
 def test_start_many_reports_the_items_that_failed_without_losing_the_others() -> None:
     client, _ = client_for(batch_server([]))
@@ -383,9 +386,10 @@ def test_start_many_of_an_unknown_workflow_does_not_give_up_on_the_batch_endpoin
     seen: list[httpx.Request] = []
     client, _ = client_for(lambda r: seen.append(r) or error(404, "not_found", "Workflow w doesn't exist."))
 
-    results = client.start_many("w", [{"n": 1}], return_exceptions=True)
+    results = client.start_many("w", [{"n": 1}, {"n": 2}, {"n": 3}], return_exceptions=True)
 
-    assert isinstance(results[0], flow.NotFoundError)
+    assert all(isinstance(r, flow.NotFoundError) for r in results)
+    assert len(seen) == 2  # the batch, then one start: the workflow is missing for every item
     assert client._batch_supported is None  # the 404 named the workflow, not a missing route
 
 
