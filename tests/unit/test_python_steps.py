@@ -171,3 +171,26 @@ def test_the_context_knows_its_deadline() -> None:
     handler_for(step)(task({}, task_type="a.ctx", timeout=60))
 
     assert 50 < seen["remaining"] <= 60 and seen["deadline"].tzinfo is not None
+
+
+def test_dotted_step_types_retry_handler_failures_unless_the_policy_lists_its_errors() -> None:
+    source = ('flow 1\nworkflow w() {\n  step a: billing.charge { amount: 1 }\n  step b: transform { input: [1], map: item }\n'
+              '  step c: billing.charge { amount: 1, retry { attempts: 2, errors: ["timeout"] } }\n}\n')
+    steps = {s.name: s for s in dsl.compile_source(source, "w.flow", manifest([charge])).specs[0].steps}
+
+    assert "handler" in steps["a"].retry.errors
+    assert "handler" not in steps["b"].retry.errors  # built-in handlers classify their own failures
+    assert steps["c"].retry.errors == ("timeout",)
+
+
+def test_the_deploy_warning_names_each_step_type_no_worker_serves() -> None:
+    from web.api.served import unserved
+
+    source = ('flow 1\nworkflow w() {\n  step a: billing.charge { amount: 1 }\n  step b: mail.send { }\n'
+              '  step c: transform { input: [1], map: item }\n}\n')
+    specs = dsl.compile_source(source, "w.flow").specs
+
+    [warning] = unserved(specs, "memory://", served_task_types={"billing.charge", "data_processing"})
+
+    assert (warning["code"], warning["step_type"], warning["workflows"]) == ("W510", "mail.send", ["w"])
+    assert unserved(specs, "memory://") == []  # nobody can tell on the in-memory broker of another process
