@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from dsl import ast
@@ -11,7 +11,7 @@ from dsl.lowering import NOT_CONSTANT, constant, fold, fold_each, is_non_boolean
 from dsl.names import Scope, check_expr, did_you_mean
 from dsl.retry import resolve_retry, seconds
 from dsl.plugins import ENTRY_POINT_GROUP, INSTALLED, PluginStepType, StepTypes
-from dsl.spec import Compensation, Expr, ForEach, Retry, Span, StepSpec
+from dsl.spec import DEFAULT_RETRYABLE_ERRORS, Compensation, Expr, ForEach, Retry, Span, StepSpec
 from dsl.typecheck import ANY, BOOL, CONFIG_TYPES, INT, LIST, NULL, expect, output_type
 from dsl.typecheck import elements as element_kinds
 from dsl.types import CLAUSES, SIDE_EFFECT_FREE_METHODS, STEP_TYPES, StepType, is_plugin_type, task_type
@@ -103,6 +103,7 @@ def compile_step(
     retry = defaults.retry
     if isinstance(singles.get(ast.RetryClause), ast.RetryClause):
         retry = resolve_retry(singles[ast.RetryClause], lets, diags)  # type: ignore[arg-type]
+    retry = _plugin_retry(step.type, retry)
     timeout = defaults.timeout
     if isinstance(singles.get(ast.TimeoutClause), ast.TimeoutClause):
         timeout = seconds(singles[ast.TimeoutClause].value, "timeout", diags)  # type: ignore[union-attr]
@@ -181,13 +182,24 @@ def _plugin(type_name: str, type_loc: Span, plugins: StepTypes, diags: list[Diag
     if plugin is None:
         diags.append(warning("W505", f"no plugin installed for `{type_name}`; its config is not checked", type_loc,
                              *did_you_mean(type_name, plugins),
-                             f"note: plugins declare step types in the entry point group `{ENTRY_POINT_GROUP}`"))
+                             f"note: plugins declare step types in the entry point group `{ENTRY_POINT_GROUP}`",
+                             "note: for a step type written in Python, check with `--import MODULE`, or with "
+                             "`--steps FILE` from `flow steps export`"))
         return None
     if plugin.problem is not None:
         diags.append(warning("W505", f"the plugin of `{type_name}` cannot be read ({plugin.problem}); its config is not checked",
                              type_loc))
         return None
     return plugin
+
+
+def _plugin_retry(type_name: str, retry: Retry) -> Retry:
+    """A dotted step type (a Python function or a plugin) also retries ``handler`` failures, the
+    exceptions its code raises, unless the policy lists its own ``errors``: user code fails for
+    passing reasons (a lost connection, a lock) that the built-in handlers classify themselves."""
+    if is_plugin_type(type_name) and retry.errors == DEFAULT_RETRYABLE_ERRORS:
+        return replace(retry, errors=(*retry.errors, "handler"))
+    return retry
 
 
 def _task_type(type_name: str, plugins: StepTypes) -> str | None:

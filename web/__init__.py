@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings
@@ -23,6 +23,7 @@ def create_app(
     *,
     settings: Settings | None = None,
     store: Any = None,
+    served_task_types: Iterable[str] | None = None,
 ) -> Flask:
     """Build the app.
 
@@ -32,6 +33,8 @@ def create_app(
         settings: the settings; default ``Settings.from_env()``.
         store: an ``engine.store.Store``; default one on ``settings.database_url`` (the embedded
             SQLite database is migrated on the fly; PostgreSQL needs ``flow db upgrade``).
+        served_task_types: the task types that workers in this process consume (``flow up``), for
+            the deploy's warning about step types no worker serves; default: ask the broker.
 
     Raises:
         engine.settings.SettingsError: an environment variable has a value Flow cannot use.
@@ -55,6 +58,7 @@ def create_app(
     app.extensions["flow"] = Services(
         settings=settings, store=store, db=db_engine, schedules=_schedule_store(settings, store, db_engine),
         read_auth=bool(app.config["API_READ_AUTH"]),
+        served_task_types=None if served_task_types is None else frozenset(served_task_types),
     )
     register_error_handlers(app)
     app.register_blueprint(create_blueprint())

@@ -469,12 +469,14 @@ def run_worker(
     stop_event: threading.Event | None = None,
     *,
     grace_period: float = 30.0,
+    registry: Registry | None = None,
 ) -> Worker:
     """Run a worker until stopped; in the main thread SIGTERM/SIGINT stop it gracefully.
 
-    Returns the worker after it stopped (its in-flight work finished or handed back).
+    ``registry``: the handlers (default: the built-ins and plugins). Returns the worker after it
+    stopped (its in-flight work finished or handed back).
     """
-    worker = Worker(settings, task_types, concurrency=concurrency, grace_period=grace_period)
+    worker = Worker(settings, task_types, concurrency=concurrency, grace_period=grace_period, registry=registry)
     if stop_event is not None:
         worker.stop_event = stop_event
     if threading.current_thread() is threading.main_thread():

@@ -60,7 +60,9 @@ def decide(
 ) -> RetryDecision:
     """Retry the failed attempt ``attempt`` (counting from 1) of a task, or give up.
 
-    Retries iff attempts remain and the failure's class is in ``retry.errors``.
+    Retries iff attempts remain and the failure's class is in ``retry.errors``. A failure that asks
+    for a delay (``details["retry_after"]``, seconds: a Python step's ``Retryable(delay=...)``) is
+    retried after that delay instead of the policy's backoff, as an HTTP ``Retry-After`` asks.
     """
     if not error_matches(failure.type, retry.errors):
         allowed = ", ".join(retry.errors) or "none"
@@ -71,7 +73,11 @@ def decide(
         return RetryDecision(
             False, 0.0, f"{failure.type} on attempt {attempt} of {retry.attempts}: attempts spent"
         )
-    delay = backoff_delay(retry, attempt, rng)
+    asked = failure.details.get("retry_after") if isinstance(failure.details, dict) else None
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 <= asked < float("inf"):
+        delay = float(asked)
+    else:
+        delay = backoff_delay(retry, attempt, rng)
     return RetryDecision(
         True,
         delay,

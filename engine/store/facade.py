@@ -80,13 +80,15 @@ class Store:
 
     # --- workflows ------------------------------------------------------------------------------
 
-    def deploy(self, source: str, filename: str) -> list[DeployedVersion]:
-        """Compile ``source`` and store a new version of each changed workflow.
+    def deploy(self, source: str, filename: str,
+               step_types: Mapping[str, Any] | None = None) -> list[DeployedVersion]:
+        """Compile ``source`` and store a new version of each changed workflow; ``step_types`` are
+        the dotted step types to check against (see ``versions.deploy``).
 
         Raises:
             CompileFailed: with the compiler's diagnostics.
         """
-        return versions.deploy(self._ctx, source, filename)
+        return versions.deploy(self._ctx, source, filename, step_types)
 
     def deploy_seed(self, definition: Mapping[str, Any]) -> DeployedVersion:
         """Store a seed JSON definition as a workflow version (same definition: same version)."""

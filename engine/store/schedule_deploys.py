@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import time
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import Engine, select
 
@@ -45,7 +45,7 @@ def sync_workflow_schedules(
 
 def deploy_with_schedules(
     store: Any, source: str, filename: str, schedule_store: ScheduleStore | None = None,
-    *, clock: Callable[[], float] = time.time,
+    *, clock: Callable[[], float] = time.time, step_types: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Deploy ``source`` with ``store.deploy``, then register the schedules of each new version.
 
@@ -55,7 +55,7 @@ def deploy_with_schedules(
     """
     if schedule_store is None:
         schedule_store = ScheduleStore(store.engine, StoreLauncher(store), clock=clock)
-    deployed = store.deploy(source, filename)
+    deployed = store.deploy(source, filename, step_types) if step_types else store.deploy(source, filename)
     for item in deployed:
         if getattr(item, "created", True):
             specs = _deployed_schedules(schedule_store.engine, item.name, item.version)

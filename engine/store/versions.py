@@ -21,9 +21,14 @@ from engine.store.context import DeployedVersion, StoreContext, new_id, versions
 DEPLOY_ATTEMPTS = 5
 
 
-def deploy(ctx: StoreContext, source: str, filename: str) -> list[DeployedVersion]:
-    """Compile ``source`` and store a new version of each workflow whose source changed."""
-    result = dsl.compile_source(source, filename)
+def deploy(ctx: StoreContext, source: str, filename: str,
+           step_types: Mapping[str, Any] | None = None) -> list[DeployedVersion]:
+    """Compile ``source`` and store a new version of each workflow whose source changed.
+
+    ``step_types``: the dotted step types to check the config of dotted steps against (a manifest of
+    Python step types, plus the installed plugins'); default the installed plugins'.
+    """
+    result = dsl.compile_source(source, filename, step_types)
     if not result.ok:
         raise CompileFailed(result.diagnostics, filename)
     return save_specs(ctx, result.specs, source, filename)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import click
 
@@ -67,15 +67,18 @@ def render_compile_failure(exc: Any, source: str) -> str:
     return "\n".join(render_diagnostic(d, source) for d in diagnostics)
 
 
-def deploy_file(store: Any, path: str) -> list[Any]:
-    """Deploy one file; prints its compile errors and raises ``SystemExit(1)`` when it has some."""
+def deploy_file(store: Any, path: str, step_types: Mapping[str, Any] | None = None) -> list[Any]:
+    """Deploy one file; prints its compile errors and raises ``SystemExit(1)`` when it has some.
+
+    ``step_types``: the dotted step types its steps are checked against (``--steps``/``--import``).
+    """
     from engine.core.errors import CompileFailed
     from engine.store.schedule_deploys import deploy_with_schedules
 
     source = Path(path).read_text(encoding="utf-8")
     try:
         # Schedules are registered on deploy, replaced on redeploy, removed when they disappear.
-        return deploy_with_schedules(store, source, path)
+        return deploy_with_schedules(store, source, path, step_types=step_types)
     except CompileFailed as exc:
         click.echo(render_compile_failure(exc, source), err=True)
         raise SystemExit(1) from None

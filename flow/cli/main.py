@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
 import dsl
-from flow.cli import approve, auth, ops, processes, run, schedules, serve, worker
+from flow.cli import approve, auth, ops, processes, python_steps, run, schedules, serve, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,9 +26,9 @@ def main() -> None:
     """
 
 
-def _compile(path: str) -> dsl.CompileResult:
+def _compile(path: str, step_types: Any = None) -> dsl.CompileResult:
     try:
-        return dsl.compile_file(path)
+        return dsl.compile_file(path, step_types)
     except OSError as exc:
         raise click.UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -35,12 +36,15 @@ def _compile(path: str) -> dsl.CompileResult:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as a JSON list instead of text.")
-def check(files: tuple[str, ...], as_json: bool) -> None:
+@python_steps.steps_option
+@python_steps.import_option
+def check(files: tuple[str, ...], as_json: bool, steps_file: str | None, imports: tuple[str, ...]) -> None:
     """Compile FILES and report every error and warning.
 
     Exit status: 0 without errors (warnings allowed), 1 with errors, 2 when a file cannot be read.
     """
-    results = [_compile(path) for path in files]
+    step_types = python_steps.known_step_types(imports, steps_file)
+    results = [_compile(path, step_types) for path in files]
     if as_json:
         click.echo(json.dumps([d.to_json() for r in results for d in r.diagnostics], indent=2))
     else:
@@ -81,6 +85,7 @@ def graph(file: str, name: str | None, fmt: str) -> None:
 # The groups of verbs, each in its own module; none of them imports this one.
 for _module in (run, processes, schedules, auth, ops, approve, serve, worker):
     _module.register(main)
+main.add_command(python_steps.steps)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,11 +7,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import click
 
 from engine.settings import Settings, redact_url
+from flow.cli.python_steps import import_option, import_step_types, module_names
 from flow.cli.common import BUILTIN_TASK_TYPES, metrics_server, open_store, settings_from_env, setup_logging
 
 log = logging.getLogger("flow.cli")
@@ -43,17 +45,27 @@ class Threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def start_engine(threads: Threads, settings: Settings, store: Any, *, concurrency: int, grace: float = 5.0) -> None:
-    """A coordinator and a worker for every built-in task type, in threads of this process."""
+def start_engine(threads: Threads, settings: Settings, store: Any, *, concurrency: int, grace: float = 5.0,
+                 step_types: Sequence[Any] = ()) -> tuple[str, ...]:
+    """A coordinator and a worker for every built-in task type and for the Python ``step_types``,
+    in threads of this process; returns the task types the worker consumes."""
     from engine.runtime.coordinator import Coordinator
     from engine.runtime.messaging import Broker
+    from workers import python_steps
     from workers.consumer import Worker
+    from workers.registry import Registry
 
+    registry = Registry.with_builtins(load_plugins=True)
+    try:
+        task_types = (*BUILTIN_TASK_TYPES, *python_steps.register(registry, step_types))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     broker = Broker(settings)
-    coordinator = Coordinator(store, broker, settings, task_types=BUILTIN_TASK_TYPES)
-    worker = Worker(settings, BUILTIN_TASK_TYPES, concurrency=concurrency, grace_period=grace)
+    coordinator = Coordinator(store, broker, settings, task_types=task_types)
+    worker = Worker(settings, task_types, concurrency=concurrency, grace_period=grace, registry=registry)
     threads.start("flow-coordinator", lambda: coordinator.run(threads.stop))
     threads.start("flow-worker", lambda: worker.run(threads.stop))
+    return task_types
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -106,7 +118,8 @@ def coordinator(batch_size: int, batch_wait_ms: float) -> None:
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Handler threads of the worker.")
 @click.option("--no-web", is_flag=True, help="Do not serve the web app.")
-def up(concurrency: int, no_web: bool) -> None:
+@import_option
+def up(concurrency: int, no_web: bool, imports: tuple[str, ...]) -> None:
     """Run everything in one process: migrations, a coordinator, workers, the scheduler, the web app.
 
     For a laptop: with nothing configured it uses SQLite in FLOW_DATA_DIR and the in-memory broker.
@@ -114,13 +127,14 @@ def up(concurrency: int, no_web: bool) -> None:
     """
     settings = settings_from_env()
     setup_logging(settings)
+    step_types = import_step_types(module_names(imports))
     store = open_store(settings, upgrade=True)
     threads = Threads()
     stop_on_signals(threads.stop)
     metrics_server(settings, "up")
-    start_engine(threads, settings, store, concurrency=concurrency, grace=30.0)
+    served = start_engine(threads, settings, store, concurrency=concurrency, grace=30.0, step_types=step_types)
     _start_scheduler(threads, settings, store)
-    server = None if no_web else _start_web(threads, settings, store)
+    server = None if no_web else _start_web(threads, settings, store, served)
     click.echo(f"flow up: database {redact_url(settings.database_url)}, broker {redact_url(settings.broker_url)}; "
                "Ctrl-C to stop", err=True)
     try:
@@ -140,12 +154,12 @@ def _start_scheduler(threads: Threads, settings: Settings, store: Any) -> None:
     threads.start("flow-scheduler", lambda: scheduler.run(threads.stop))
 
 
-def _start_web(threads: Threads, settings: Settings, store: Any) -> Any:
+def _start_web(threads: Threads, settings: Settings, store: Any, served: Sequence[str] = ()) -> Any:
     from werkzeug.serving import make_server
 
     from web import create_app
 
-    app = create_app(settings=settings, store=store)
+    app = create_app(settings=settings, store=store, served_task_types=served)
     # werkzeug's threaded server, not waitress (``flow serve``): it can be shut down from here.
     # Like `flow serve`: the embedded default takes requests without a token, so loopback only.
     host = "127.0.0.1" if settings.embedded else "0.0.0.0"

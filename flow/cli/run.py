@@ -19,6 +19,8 @@ from flow.cli.common import (
     setup_logging,
 )
 from flow.cli.processes import Threads, start_engine
+from flow.cli.python_steps import import_option, import_step_types, known_step_types, module_names, steps_option
+from flow.steps import manifest
 
 log = logging.getLogger("flow.cli")
 TERMINAL_RUN = frozenset(status.value for status in TERMINAL_RUN_STATUSES)
@@ -50,23 +52,38 @@ def db_upgrade() -> None:
 
 @click.command("deploy")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def deploy(files: tuple[str, ...]) -> None:
+@steps_option
+@import_option
+def deploy(files: tuple[str, ...], steps_file: str | None, imports: tuple[str, ...]) -> None:
     """Compile FILES and store each workflow as a new version (an unchanged source is a no-op).
 
     Prints one line per workflow: name, version, and whether it was created or unchanged.
-    Compile errors are printed like `flow check` prints them, and the exit status is 1.
+    Compile errors are printed like `flow check` prints them, and the exit status is 1. On RabbitMQ,
+    a warning names each dotted step type whose queue no worker consumes.
+
+    \b
+    Python step types: --import MODULE (or --steps FILE from `flow steps export`) checks the
+    config of their steps, as `flow check` does.
     """
-    store = open_store(settings_from_env())
+    import dsl
+    from web.api.served import unserved
+
+    step_types = known_step_types(imports, steps_file)
+    settings = settings_from_env()
+    store = open_store(settings)
     failed = False
     for path in files:
         try:
-            deployed = deploy_file(store, path)
+            deployed = deploy_file(store, path, step_types)
         except SystemExit:
             failed = True
             continue
         for item in deployed:
             state = "created" if item.created else "unchanged"
             click.echo(f"{item.name}  v{item.version}  {state}")
+        specs = dsl.compile_file(path, step_types).specs or []
+        for warning in unserved(specs, settings.broker_url):
+            click.echo(f"warning[{warning['code']}]: {warning['message']}", err=True)
     if failed:
         raise SystemExit(1)
 
@@ -89,8 +106,9 @@ def deploy(files: tuple[str, ...]) -> None:
               help="Give up following the run after SECONDS (exit 1); the run itself goes on.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Handler threads of the in-process worker (with --local).")
+@import_option
 def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: str | None,
-        as_json: bool, local: bool, timeout: float | None, concurrency: int) -> None:
+        as_json: bool, local: bool, timeout: float | None, concurrency: int, imports: tuple[str, ...]) -> None:
     """Deploy FILE, start a run of its workflow, and follow it step by step.
 
     Exits 0 only if the run completed; 1 if it failed, was compensated, cancelled or timed out.
@@ -99,6 +117,7 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     Examples:
       flow run workflows/hello.flow --local
       flow run order.flow -w order_saga -p order_id=42 -p 'items=[{"sku": "A", "qty": 1}]'
+      flow run billing.flow --local --import steps -p customer=ada -p amount=42
     """
     from engine.core.errors import InvalidParams
 
@@ -106,15 +125,16 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     local = local or settings.embedded
     setup_logging(settings, logging.WARNING)
     parse_params(params, params_json)  # a typo in -p fails before anything is deployed
+    step_types = import_step_types(module_names(imports, environ={})) if imports else []
     store = open_store(settings)
-    deployed = deploy_file(store, file)
+    deployed = deploy_file(store, file, manifest(step_types) or None)
     name = _pick_workflow(deployed, workflow, file)
     version = next(d.version for d in deployed if d.name == name)
     run_params = parse_params(params, params_json, _text_params(store, name, version))
 
     threads = Threads()
     if local:
-        start_engine(threads, settings, store, concurrency=concurrency)
+        start_engine(threads, settings, store, concurrency=concurrency, step_types=step_types)
     try:
         try:
             run_id = store.start_run(name, run_params, version=version)

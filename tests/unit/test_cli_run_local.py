@@ -123,3 +123,39 @@ def test_deploy_registers_replaces_and_removes_schedules(embedded: Path) -> None
     # Then each deploy left exactly the schedules of the source
     assert [s["expression"] for s in changed] == ["30 4 * * *"]
     assert removed == []
+
+
+APP = Path(__file__).resolve().parents[2] / "examples" / "python-app"
+
+
+def test_run_local_with_python_steps_of_an_imported_module(embedded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the example app's steps.py importable from the current directory
+    (embedded / "steps.py").write_text((APP / "steps.py").read_text())
+    (embedded / "billing.flow").write_text((APP / "billing.flow").read_text())
+    monkeypatch.syspath_prepend(str(embedded))
+
+    # When the workflow runs with its Python step type, whose first attempt asks to be retried later
+    result = flow("run", "billing.flow", "--local", "--json", "--import", "steps", "-p", "customer=busy",
+                  "-p", "amount=3", "--timeout", "60")
+
+    # Then the second attempt completed it
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["output"]["receipt"].endswith(": 3 EUR")
+    assert document["steps"][0]["attempts"] == 2
+
+
+def test_check_with_the_manifest_of_python_steps(embedded: Path) -> None:
+    (embedded / "steps.py").write_text((APP / "steps.py").read_text())
+    (embedded / "pay.flow").write_text(
+        'flow 1\nworkflow pay() {\n  step c: billing.charge { customer: "a", amuont: 3 }\n}\n')
+
+    unchecked = flow("check", "pay.flow")
+    exported = flow("steps", "export", "--import", "steps", "-o", "flow-steps.json")
+    checked = flow("check", "pay.flow", "--steps", "flow-steps.json")
+
+    assert unchecked.exit_code == 0 and "W505" in unchecked.output
+    assert exported.exit_code == 0 and "billing.charge" in (embedded / "flow-steps.json").read_text()
+    assert checked.exit_code == 1
+    assert "unknown config key `amuont`" in checked.output and "did you mean `amount`?" in checked.output
+    assert "misses required config `amount`" in checked.output

@@ -161,7 +161,8 @@ GOLDEN = {
     ),
     'no_plugin': (
         'workflow w() {\n  step a: acme.email { to: "x" }\n}\n',
-        't.flow:2:11: warning[W505]: no plugin installed for `acme.email`; its config is not checked\n  step a: acme.email { to: "x" }\n          ^^^^^^^^^^\n  = note: plugins declare step types in the entry point group `flow.step_types`',
+        't.flow:2:11: warning[W505]: no plugin installed for `acme.email`; its config is not checked\n  step a: acme.email { to: "x" }\n          ^^^^^^^^^^\n  = note: plugins declare step types in the entry point group `flow.step_types`\n'
+        '  = note: for a step type written in Python, check with `--import MODULE`, or with `--steps FILE` from `flow steps export`',
     ),
     'plugin_schema': (
         'workflow w() {\n  step a: acme.email { to: 42 }\n}\n',

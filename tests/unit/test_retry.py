@@ -107,3 +107,17 @@ def test_the_policy_wins_over_the_workers_retryable_flag() -> None:
     # And a "retryable" network error is not retried when the user left network out.
     no_network = Retry(attempts=3, errors=("timeout",))
     assert decide(no_network, 1, Failure(type="network", message="x", retryable=True)).retry is False
+
+
+def test_a_failure_that_asks_for_a_delay_is_retried_after_it() -> None:
+    policy = Retry(attempts=3, delay=1.0, jitter=False, errors=("handler",))
+    asked = Failure("handler", "gateway busy", details={"retry_after": 30.0})
+
+    assert decide(policy, 1, asked).delay == 30.0
+    assert decide(policy, 1, Failure("handler", "x", details={"retry_after": 0})).delay == 0.0
+    # Not a number (or a bool): the policy's backoff.
+    for bad in ("30", True, -1, float("nan")):
+        assert decide(policy, 1, Failure("handler", "x", details={"retry_after": bad})).delay == 1.0
+    # The delay never buys an attempt the policy does not give, nor a class it does not retry.
+    assert not decide(policy, 3, asked).retry
+    assert not decide(policy, 1, Failure("non_retryable", "no", retryable=False, details={"retry_after": 1})).retry

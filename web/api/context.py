@@ -19,6 +19,8 @@ class Services:
     db: Any  # sqlalchemy.Engine, for the health check
     schedules: Any  # engine.store.schedules.ScheduleStore
     read_auth: bool = False
+    # The task types the workers of this process consume (`flow up`), None when they are elsewhere.
+    served_task_types: frozenset[str] | None = None
 
 
 def services() -> Services:

@@ -87,10 +87,21 @@ SOURCE: Schema = {
 }
 FILENAME: Schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/\\\\]+$"}
 
+STEP_TYPES: Schema = {
+    "type": "object",
+    "description": "Python step types to check dotted steps against: `{\"ns.name\": {\"task_type\", "
+                   "\"config_schema\"}}`, as `flow steps export` writes them.",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"task_type": {"type": "string", "minLength": 1}, "config_schema": {"type": "object"},
+                       "description": {"type": "string"}},
+    },
+}
+
 DEPLOY_WORKFLOW: Schema = {
     "type": "object",
     "oneOf": [
-        {"required": ["source"], "properties": {"source": SOURCE, "filename": FILENAME}},
+        {"required": ["source"], "properties": {"source": SOURCE, "filename": FILENAME, "step_types": STEP_TYPES}},
         {
             "required": ["name", "definition"],
             "not": {"required": ["source"]},
@@ -105,7 +116,7 @@ DEPLOY_WORKFLOW: Schema = {
 CHECK_WORKFLOW: Schema = {
     "type": "object",
     "required": ["source"],
-    "properties": {"source": SOURCE, "filename": FILENAME},
+    "properties": {"source": SOURCE, "filename": FILENAME, "step_types": STEP_TYPES},
 }
 
 START_RUN: Schema = {
@@ -228,7 +239,14 @@ VERSION: Schema = {
 DEPLOYED: Schema = {
     "type": "object",
     "required": ["versions"],
-    "properties": {"versions": {"type": "array", "items": ref("Version")}},
+    "properties": {
+        "versions": {"type": "array", "items": ref("Version")},
+        "warnings": {"type": "array", "description": "W510: a dotted step type that no worker serves.",
+                     "items": {"type": "object", "required": ["code", "message"],
+                               "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                              "step_type": {"type": "string"}, "task_type": {"type": "string"},
+                                              "workflows": {"type": "array", "items": {"type": "string"}}}}},
+    },
 }
 
 WORKFLOW_LIST: Schema = {

@@ -7,11 +7,13 @@ from typing import Any
 from flask import Blueprint, Response
 
 from engine.store.schedule_deploys import deploy_with_schedules
+import dsl
 from web.api import schemas
 from web.api.context import services, store
 from web.api.errors import ApiError, diagnostic_json, not_found
 from web.api.operations import operation
 from web.api.render import json_response, plain
+from web.api.served import unserved_warnings
 from web.api.validation import json_body, query_args
 
 bp = Blueprint("workflows", __name__, url_prefix="/workflows")
@@ -31,13 +33,25 @@ NOT_FOUND = {404: ("No such workflow or version", "Error")}
 )
 def deploy() -> Response:
     body = json_body(schemas.DEPLOY_WORKFLOW, text_field="source")
-    if "source" in body:
-        # Registers the schedules the source declares, as `flow deploy` does.
-        deployed = deploy_with_schedules(store(), body["source"], body.get("filename") or DEFAULT_FILENAME,
-                                         services().schedules)
-    else:
-        deployed = [store().deploy_seed(body)]
-    return json_response({"versions": deployed}, 201)
+    if "source" not in body:
+        return json_response({"versions": [store().deploy_seed(body)], "warnings": []}, 201)
+    filename = body.get("filename") or DEFAULT_FILENAME
+    step_types = _step_types(body)
+    # Registers the schedules the source declares, as `flow deploy` does.
+    deployed = deploy_with_schedules(store(), body["source"], filename, services().schedules,
+                                     step_types=step_types)
+    specs = dsl.compile_source(body["source"], filename, step_types).specs or []
+    return json_response({"versions": deployed, "warnings": unserved_warnings(specs)}, 201)
+
+
+def _step_types(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The installed plugins' step types plus the body's ``step_types`` (a Python steps manifest)."""
+    given = body.get("step_types")
+    if not given:
+        return None
+    from dsl.plugins import INSTALLED
+
+    return {**dict(INSTALLED), **given}
 
 
 @bp.post("/check")
@@ -48,10 +62,8 @@ def deploy() -> Response:
                400: ("Malformed body", "Error")},
 )
 def check() -> Response:
-    import dsl
-
     body = json_body(schemas.CHECK_WORKFLOW, text_field="source")
-    result = dsl.compile_source(body["source"], body.get("filename") or DEFAULT_FILENAME)
+    result = dsl.compile_source(body["source"], body.get("filename") or DEFAULT_FILENAME, _step_types(body))
     return json_response({
         "ok": bool(result.ok),
         "diagnostics": [diagnostic_json(d) for d in result.diagnostics],
