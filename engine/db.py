@@ -18,22 +18,60 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from engine.settings import POSTGRES_DRIVER, normalize_database_url
+
+
+class DriverMissing(RuntimeError):
+    """The database URL names a driver (a Python module) that is not installed; the message names
+    the fix."""
+
+
+def _create_engine(url: str, **kwargs: Any) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DriverMissing(_driver_hint(url, exc)) from exc
+
+
+def _driver_hint(url: str, exc: ModuleNotFoundError) -> str:
+    parsed = make_url(url)
+    module = exc.name or str(exc)
+    shipped = f"postgresql+{POSTGRES_DRIVER}://"
+    if parsed.get_backend_name() == "postgresql":
+        return (
+            f"No module named {module!r}: the database URL asks for the PostgreSQL driver "
+            f"{parsed.get_driver_name()!r}, which is not installed. Fix: write the URL as "
+            f"{shipped}... (or plain postgresql://, which Flow maps to the psycopg2 driver it "
+            f"installs), or install that driver into Flow's environment (for psycopg 3: "
+            f"pip install 'psycopg[binary]')"
+        )
+    return (
+        f"No module named {module!r}: the database URL {parsed.drivername}:// needs a driver that is "
+        f"not installed. Fix: install it into Flow's environment, or use a database Flow ships a "
+        f"driver for: {shipped}... (PostgreSQL) or sqlite:///PATH"
+    )
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``, configured for the backend.
+
+    ``url`` is normalised first (``postgresql://`` and ``postgres://`` get the psycopg2 driver Flow
+    installs, see ``engine.settings.normalize_database_url``); a URL whose driver is not installed
+    raises ``DriverMissing`` with the fix in its message.
 
     SQLite (the embedded default): creates the data directory, turns on WAL (readers don't block the
     writer) and foreign keys, and waits up to 30 s for the write lock instead of failing at once.
     PostgreSQL: checks pooled connections before use, so a restarted server costs one reconnect,
     not a failed transaction.
     """
+    url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             directory = os.path.dirname(os.path.abspath(database))
             os.makedirs(directory, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        engine = _create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
         return engine
     options: dict[str, Any] = {
@@ -43,7 +81,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         "pool_recycle": 1800,
     }
     options.update(kwargs)
-    return create_engine(url, **options)
+    return _create_engine(url, **options)
 
 
 def _configure_sqlite(engine: Engine) -> None:
