@@ -18,7 +18,7 @@ from engine.contracts import RESULT_QUEUE, TASK_EXCHANGE, ResultMessage, TaskMes
 from engine.coordinator import Coordinator
 from engine.messaging import Broker
 from engine.settings import Settings
-from tests.integration.http_sink import Request, Sink
+from tests.http_sink import Request, Sink
 
 pytestmark = pytest.mark.integration
 
