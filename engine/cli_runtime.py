@@ -75,7 +75,10 @@ def _open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: bo
     from engine import db
     from engine.store import Store
 
-    engine = db.make_engine(settings.database_url, **({} if pre_ping else {"pool_pre_ping": False}))
+    try:
+        engine = db.make_engine(settings.database_url, **({} if pre_ping else {"pool_pre_ping": False}))
+    except db.DriverMissing as exc:
+        raise click.ClickException(str(exc)) from None
     if upgrade if upgrade is not None else settings.embedded:
         db.upgrade(engine)
     elif not db.is_up_to_date(engine):

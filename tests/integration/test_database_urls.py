@@ -76,12 +76,13 @@ def test_make_engine_connects_with_both_spellings(postgres_url: str, scheme: str
         engine.dispose()
 
 
-def test_flow_db_upgrade_with_a_missing_driver_names_the_fix(postgres_url: str) -> None:
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("deploy", "workflows/hello.flow")])
+def test_a_missing_driver_names_the_fix(postgres_url: str, command: tuple[str, ...]) -> None:
     # psycopg 3 is not a dependency of Flow; make sure it cannot be imported in the child.
     url = _bare(postgres_url).replace("postgresql://", "postgresql+psycopg://", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "FLOW_", "DATABASE_URL"))}
     env.update(DATABASE_URL=url, PYTHONPATH=str(ROOT))
-    cmd = flow_cmd("db", "upgrade")
+    cmd = flow_cmd(*command)
     code = cmd.index("-c") + 1
     cmd[code] = "import sys; sys.modules['psycopg'] = None; " + cmd[code]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
