@@ -168,8 +168,7 @@ class FlowSystem:
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
-        from engine import db
-        from engine.store import Store
+        from engine.store import Store, db
 
         self.env = env
         db.upgrade(env.flow_url)
@@ -178,7 +177,7 @@ class FlowSystem:
         for name, source in SOURCES.items():
             self.store.deploy(source, f"{name}.flow")
         child = env.child_env(DATABASE_URL=env.flow_url, BROKER_URL=env.amqp_url)
-        flow = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+        flow = [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())"]
         self.coordinator = procs.start("flow-coordinator", [*flow, "coordinator"], child, env.tmp)
         self.worker = procs.start("flow-worker", [*flow, "worker", "--queues", "noop", "--concurrency",
                                                   str(concurrency)], child, env.tmp)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from engine import db
+from engine.store import db
 from tests.faults.harness import ROOT, flow_cmd
 
 pytestmark = pytest.mark.integration

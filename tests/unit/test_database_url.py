@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine import db
+from engine.store import db
 from engine.settings import Settings, normalize_database_url
 
 
