@@ -7,7 +7,9 @@ shipped inside the package, so ``flow db upgrade`` works from any directory, wit
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -73,6 +75,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             os.makedirs(directory, exist_ok=True)
         engine = _create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
+        install_after_commit(engine)
         return engine
     options: dict[str, Any] = {
         "pool_pre_ping": True,
@@ -81,7 +84,66 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         "pool_recycle": 1800,
     }
     options.update(kwargs)
-    return _create_engine(url, **options)
+    engine = _create_engine(url, **options)
+    install_after_commit(engine)
+    return engine
+
+
+# -- after commit ---------------------------------------------------------------------------------
+# Side effects of a transaction that must happen once, only if it committed: metrics counters (a
+# transaction that fails at COMMIT, e.g. a cut connection, is retried by the coordinator and would
+# count twice). They wait on the pooled connection and run right after the driver's COMMIT
+# returned; any rollback (explicit, on error, or the pool's reset) drops them.
+
+_AFTER_COMMIT = "flow_after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction ``conn`` is in commits; never if it rolls back."""
+    install_after_commit(conn.engine)
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def install_after_commit(engine: Engine) -> None:
+    """Wrap the engine dialect's ``do_commit``/``do_rollback`` (once per engine) so that the
+    callbacks of ``after_commit`` run after a successful COMMIT and are dropped on a rollback."""
+    dialect = engine.dialect
+    if getattr(dialect, "_flow_after_commit", False):
+        return
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _pending(dbapi_connection: Any) -> list[Callable[[], None]]:
+        try:
+            info = dbapi_connection.info  # the pool's proxy: its record's info
+        except (AttributeError, NotImplementedError):  # a raw or ad-hoc DBAPI connection
+            return []
+        if not isinstance(info, dict):
+            return []
+        return info.pop(_AFTER_COMMIT, None) or []
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        except BaseException:
+            _pending(dbapi_connection)  # the outcome is unknown: count nothing
+            raise
+        for callback in _pending(dbapi_connection):
+            try:
+                callback()
+            except Exception:  # a metric must never fail a committed transaction
+                logging.getLogger("flow.store").exception("after-commit callback failed")
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        _pending(dbapi_connection)
+        rollback(dbapi_connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.info.pop(_AFTER_COMMIT, None)  # nothing left over from an earlier transaction
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    dialect._flow_after_commit = True  # type: ignore[attr-defined]
 
 
 def _configure_sqlite(engine: Engine) -> None:
