@@ -9,13 +9,15 @@ FROM ${PYTHON} AS build
 ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY dsl dsl
 COPY engine engine
 COPY workers workers
 COPY web web
+# Every dependency at the exact version of constraints.txt (what the tests ran with).
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip wheel --wheel-dir /wheels "$(ls /wheels/flow_engine-*.whl)${EXTRAS:+[$EXTRAS]}"
+ && pip wheel --wheel-dir /wheels -c constraints.txt "$(ls /wheels/flow_engine-*.whl)${EXTRAS:+[$EXTRAS]}" \
+ && cp constraints.txt /wheels/
 
 FROM ${PYTHON}
 ARG EXTRAS=""
@@ -23,7 +25,7 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
     FLOW_DATA_DIR=/home/flow/.flow
 RUN useradd --create-home --uid 10001 flow
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels \
+RUN pip install --no-cache-dir --no-index --find-links /wheels -c /wheels/constraints.txt \
         "$(ls /wheels/flow_engine-*.whl)${EXTRAS:+[$EXTRAS]}" \
  && rm -rf /wheels
 USER flow

@@ -60,13 +60,29 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+# The PostgreSQL driver Flow installs (psycopg2-binary). SQLAlchemy 2.1 picks psycopg 3 for a bare
+# ``postgresql://``, which Flow does not install; so a URL without a driver gets this one.
+POSTGRES_DRIVER = "psycopg2"
+
+
+def normalize_database_url(url: str) -> str:
+    """``url`` with the driver Flow ships: ``postgresql://`` and ``postgres://`` (what hosting
+    providers hand out) become ``postgresql+psycopg2://``; ``postgres+DRIVER://`` becomes
+    ``postgresql+DRIVER://`` (SQLAlchemy knows no ``postgres`` dialect). Other URLs are unchanged,
+    including an explicit driver such as ``postgresql+psycopg://`` (then that driver must be
+    installed)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    dialect, plus, driver = scheme.partition("+")
+    if dialect.lower() not in ("postgres", "postgresql"):
+        return url
+    return f"postgresql+{driver if plus and driver else POSTGRES_DRIVER}://{rest}"
+
+
 def _database_url(env: Mapping[str, str], data_dir: str) -> str:
     if env.get("DATABASE_URL"):
-        url = env["DATABASE_URL"]
-        # Heroku-style URLs name the dialect "postgres"; SQLAlchemy wants "postgresql".
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://"):]
-        return url
+        return normalize_database_url(env["DATABASE_URL"])
     if env.get("DB_HOST"):
         user = quote(env.get("DB_USERNAME", "postgres"), safe="")
         password = quote(env.get("DB_PASSWORD", "postgres"), safe="")

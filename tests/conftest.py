@@ -13,9 +13,69 @@ import uuid
 
 import pytest
 
+from tests import servers
+
 PG_ADMIN_URL = os.environ.get("FLOW_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_HOST = os.environ.get("FLOW_TEST_AMQP_HOST", "127.0.0.1:5672")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- the servers' safety net (tests/servers.py) ---------------------------------------------------
+# The fault suite may stop RabbitMQ or restart PostgreSQL; whatever it leaves behind, the servers
+# that answered when the session started answer again before the next test runs.
+
+_NET = servers.default_net()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "disrupts_servers: may stop PostgreSQL or RabbitMQ (the safety net "
+                                       "checks and restarts them after the test)")
+
+
+def _may_stop_servers(item: pytest.Item) -> bool:
+    path = os.path.relpath(str(item.path), str(item.config.rootpath))
+    return servers.may_stop_servers(path, [m.name for m in item.iter_markers()])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Which servers answer now, before any test ran; only a session with a disrupting test asks.
+    if any(_may_stop_servers(item) for item in session.items):
+        _NET.session_started()
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, yellow=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    # Before the test's fixtures are torn down (the session's database is dropped with the last one);
+    # a server that cannot be started is this test's teardown error, after its fixtures ran.
+    down: servers.ServerDown | None = None
+    if _may_stop_servers(item):
+        try:
+            started = _NET.check()
+        except servers.ServerDown as exc:
+            down, started = exc, []
+        if started:
+            _say(item.config, f"\n{item.nodeid}: {', '.join(started)} did not answer after the test; started again")
+    result = yield
+    if down is not None:
+        raise down
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    try:
+        started = _NET.check()
+    except servers.ServerDown as exc:
+        _say(session.config, f"\nthe session leaves a server down: {exc}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    if started:
+        _say(session.config, f"\n{', '.join(started)} did not answer at the end of the session; started again")
 
 
 def _unavailable(what: str, exc: BaseException) -> None:

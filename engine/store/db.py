@@ -7,7 +7,9 @@ shipped inside the package, so ``flow db upgrade`` works from any directory, wit
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -18,23 +20,62 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from engine.settings import POSTGRES_DRIVER, normalize_database_url
+
+
+class DriverMissing(RuntimeError):
+    """The database URL names a driver (a Python module) that is not installed; the message names
+    the fix."""
+
+
+def _create_engine(url: str, **kwargs: Any) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DriverMissing(_driver_hint(url, exc)) from exc
+
+
+def _driver_hint(url: str, exc: ModuleNotFoundError) -> str:
+    parsed = make_url(url)
+    module = exc.name or str(exc)
+    shipped = f"postgresql+{POSTGRES_DRIVER}://"
+    if parsed.get_backend_name() == "postgresql":
+        return (
+            f"No module named {module!r}: the database URL asks for the PostgreSQL driver "
+            f"{parsed.get_driver_name()!r}, which is not installed. Fix: write the URL as "
+            f"{shipped}... (or plain postgresql://, which Flow maps to the psycopg2 driver it "
+            f"installs), or install that driver into Flow's environment (for psycopg 3: "
+            f"pip install 'psycopg[binary]')"
+        )
+    return (
+        f"No module named {module!r}: the database URL {parsed.drivername}:// needs a driver that is "
+        f"not installed. Fix: install it into Flow's environment, or use a database Flow ships a "
+        f"driver for: {shipped}... (PostgreSQL) or sqlite:///PATH"
+    )
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``, configured for the backend.
+
+    ``url`` is normalised first (``postgresql://`` and ``postgres://`` get the psycopg2 driver Flow
+    installs, see ``engine.settings.normalize_database_url``); a URL whose driver is not installed
+    raises ``DriverMissing`` with the fix in its message.
 
     SQLite (the embedded default): creates the data directory, turns on WAL (readers don't block the
     writer) and foreign keys, and waits up to 30 s for the write lock instead of failing at once.
     PostgreSQL: checks pooled connections before use, so a restarted server costs one reconnect,
     not a failed transaction.
     """
+    url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             directory = os.path.dirname(os.path.abspath(database))
             os.makedirs(directory, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        engine = _create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
+        install_after_commit(engine)
         return engine
     options: dict[str, Any] = {
         "pool_pre_ping": True,
@@ -43,7 +84,66 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         "pool_recycle": 1800,
     }
     options.update(kwargs)
-    return create_engine(url, **options)
+    engine = _create_engine(url, **options)
+    install_after_commit(engine)
+    return engine
+
+
+# -- after commit ---------------------------------------------------------------------------------
+# Side effects of a transaction that must happen once, only if it committed: metrics counters (a
+# transaction that fails at COMMIT, e.g. a cut connection, is retried by the coordinator and would
+# count twice). They wait on the pooled connection and run right after the driver's COMMIT
+# returned; any rollback (explicit, on error, or the pool's reset) drops them.
+
+_AFTER_COMMIT = "flow_after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction ``conn`` is in commits; never if it rolls back."""
+    install_after_commit(conn.engine)
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def install_after_commit(engine: Engine) -> None:
+    """Wrap the engine dialect's ``do_commit``/``do_rollback`` (once per engine) so that the
+    callbacks of ``after_commit`` run after a successful COMMIT and are dropped on a rollback."""
+    dialect = engine.dialect
+    if getattr(dialect, "_flow_after_commit", False):
+        return
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _pending(dbapi_connection: Any) -> list[Callable[[], None]]:
+        try:
+            info = dbapi_connection.info  # the pool's proxy: its record's info
+        except (AttributeError, NotImplementedError):  # a raw or ad-hoc DBAPI connection
+            return []
+        if not isinstance(info, dict):
+            return []
+        return info.pop(_AFTER_COMMIT, None) or []
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        except BaseException:
+            _pending(dbapi_connection)  # the outcome is unknown: count nothing
+            raise
+        for callback in _pending(dbapi_connection):
+            try:
+                callback()
+            except Exception:  # a metric must never fail a committed transaction
+                logging.getLogger("flow.store").exception("after-commit callback failed")
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        _pending(dbapi_connection)
+        rollback(dbapi_connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.info.pop(_AFTER_COMMIT, None)  # nothing left over from an earlier transaction
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    dialect._flow_after_commit = True  # type: ignore[attr-defined]
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -3,7 +3,7 @@ transaction, on runs the caller has locked)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from engine.core.states import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus, run
 from engine.observability import metrics, tracing
 from engine.store import internal_steps
 from engine.store.context import StoreContext, aware, iso, log, runs, select_in, tasks
+from engine.store.db import after_commit
 from engine.store.task_rows import (
     cas_task,
     lock_runs,
@@ -199,10 +200,12 @@ def _status_values(
     return values
 
 
-def _run_status_done(run: dict[str, Any], target: RunStatus, values: dict[str, Any], now: datetime) -> None:
+def _run_status_done(run: dict[str, Any], target: RunStatus, values: dict[str, Any], now: datetime,
+                     later: Callable[[Callable[[], None]], None]) -> None:
     run.update(values)
     if target in TERMINAL_RUN_STATUSES:
-        metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc()
+        # Counted once the transaction commits (``later``): a rolled-back one counts nothing.
+        later(metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc)
         tracing.emit_run(run, now)
 
 
@@ -226,7 +229,7 @@ def defer_run_status(
         writes.run_updates[run["id"]] = {"expected": run["status"], "values": values}
     else:  # a second change of the same run in this transaction: the row changes once
         pending["values"].update(values)
-    _run_status_done(run, target, values, now)
+    _run_status_done(run, target, values, now, writes.after_commit.append)
     return True
 
 
@@ -250,7 +253,7 @@ def set_run_status(
     )
     if result.rowcount != 1:
         return False
-    _run_status_done(run, target, values, now)
+    _run_status_done(run, target, values, now, lambda callback: after_commit(conn, callback))
     return True
 
 

@@ -31,6 +31,7 @@ from engine.store.context import (
     tasks,
     to_datetime,
 )
+from engine.store.db import after_commit
 from engine.store.models import FINISHED_SEQ_NAME
 from engine.store.planning import plan_runs
 from engine.store.task_rows import (
@@ -242,7 +243,8 @@ def fail_attempt(
     new = cas_task(conn, row["id"], sources, values, row["fencing_token"])
     if new is None:
         return None
-    (metrics.RETRIES if decision.retry else metrics.DEAD_LETTERS).labels(row["task_type"]).inc()
+    # Counted once the transaction commits: a rolled-back (and retried) one counts nothing.
+    after_commit(conn, (metrics.RETRIES if decision.retry else metrics.DEAD_LETTERS).labels(row["task_type"]).inc)
     message = f"attempt {row['attempt']} failed: {failure.type}: {failure.message}; {decision.reason}"
     _log_attempt(writes, new, result, "warning" if decision.retry else "error", message, failure, now)
     if not decision.retry:

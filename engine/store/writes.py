@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from engine.store.context import dead_letters, outbox, task_logs, tasks
+from engine.store.db import after_commit
 
 
 @dataclass
@@ -29,8 +31,14 @@ class Writes:
     # Run status changes of the planner, by run id: applied in one statement at the flush
     # (``flush_run_updates``; PostgreSQL only).
     run_updates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Side effects for after the commit (metrics counters): handed to ``db.after_commit`` at the
+    # flush, so that a transaction that rolls back (and is retried) counts nothing.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def flush(self, conn: Connection) -> None:
+        for callback in self.after_commit:
+            after_commit(conn, callback)
+        self.after_commit.clear()
         for table, rows in (
             (tasks, self.tasks),
             (dead_letters, self.dead_letters),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 import click
 
@@ -39,15 +41,66 @@ def metrics_server(settings: Settings, role: str) -> None:
     start_metrics_server(settings, role)
 
 
-def open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: bool = True) -> Any:
-    """A ``Store`` on the configured database; the embedded database is migrated on the fly.
+# A long-running process that starts while its database is unreachable waits for it: first retry
+# after STARTUP_BACKOFF seconds, doubling up to STARTUP_BACKOFF_MAX.
+STARTUP_BACKOFF, STARTUP_BACKOFF_MAX = 0.5, 30.0
 
-    ``pre_ping=False`` (the coordinator): no ``SELECT 1`` round trip (an autocommit statement,
-    which PostgreSQL also counts as a commit) before every transaction; the coordinator's loop
-    retries a pass that a broken connection failed, and the pool then reconnects."""
-    from engine.store import Store, db
+T = TypeVar("T")
 
-    engine = db.make_engine(settings.database_url, **({} if pre_ping else {"pool_pre_ping": False}))
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database cannot be reached (yet)", worth waiting for: a refused
+    or cut connection, a server starting up. Not a bad URL, a missing driver or a schema error."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def wait_for_database(settings: Settings, attempt: Callable[[], T], *, role: str,
+                      stop: threading.Event | None = None, sleep: Callable[[float], bool] | None = None) -> T | None:
+    """``attempt()`` until the database answers: each failure for want of the database is logged
+    (``role``, the redacted URL, the next delay) and retried with capped exponential backoff.
+    Returns ``attempt()``'s value, or None if ``stop`` was set while waiting."""
+    stop = stop or threading.Event()
+    sleep = sleep or stop.wait
+    delay, tries = STARTUP_BACKOFF, 0
+    while True:
+        try:
+            value = attempt()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            tries += 1
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("%s: the database at %s is unreachable (%s); retrying in %.1fs (try %d)",
+                        role, redact_url(settings.database_url), reason, delay, tries)
+            if sleep(delay):
+                return None
+            delay = min(delay * 2, STARTUP_BACKOFF_MAX)
+            continue
+        if tries:
+            log.info("%s: the database at %s answers; starting", role, redact_url(settings.database_url))
+        return value
+
+
+def make_db_engine(settings: Settings, **options: Any) -> Any:
+    """``db.make_engine`` for the configured database; a missing driver is a usage error."""
+    from engine.store import db
+
+    try:
+        return db.make_engine(settings.database_url, **options)
+    except db.DriverMissing as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def check_schema(settings: Settings, engine: Any, *, upgrade: bool | None = None) -> None:
+    """Migrate the embedded database (or when ``upgrade``), else insist on the newest schema."""
+    from engine.store import db
+
     if upgrade if upgrade is not None else settings.embedded:
         db.upgrade(engine)
     elif not db.is_up_to_date(engine):
@@ -55,6 +108,26 @@ def open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: boo
             f"the database at {redact_url(settings.database_url)} is not at the newest schema; "
             "run `flow db upgrade` first"
         )
+
+
+def open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: bool = True,
+               wait: str | None = None, stop: threading.Event | None = None) -> Any:
+    """A ``Store`` on the configured database; the embedded database is migrated on the fly.
+
+    ``pre_ping=False`` (the coordinator): no ``SELECT 1`` round trip (an autocommit statement,
+    which PostgreSQL also counts as a commit) before every transaction; the coordinator's loop
+    retries a pass that a broken connection failed, and the pool then reconnects.
+
+    ``wait="coordinator"`` (the long-running processes): an unreachable database is waited for
+    (``wait_for_database``) instead of failing; None if ``stop`` was set meanwhile."""
+    from engine.store import Store
+
+    engine = make_db_engine(settings, **({} if pre_ping else {"pool_pre_ping": False}))
+    if wait is None:
+        check_schema(settings, engine, upgrade=upgrade)
+    elif wait_for_database(settings, lambda: check_schema(settings, engine, upgrade=upgrade) or True,
+                           role=wait, stop=stop) is None:
+        return None
     return Store(engine, lease_seconds=settings.lease_seconds, max_deliveries=settings.max_deliveries)
 
 

@@ -13,8 +13,17 @@ from typing import Any, Callable
 import click
 
 from engine.settings import Settings, redact_url
+from flow.cli.common import (
+    BUILTIN_TASK_TYPES,
+    check_schema,
+    make_db_engine,
+    metrics_server,
+    open_store,
+    settings_from_env,
+    setup_logging,
+    wait_for_database,
+)
 from flow.cli.python_steps import import_option, import_step_types, module_names
-from flow.cli.common import BUILTIN_TASK_TYPES, metrics_server, open_store, settings_from_env, setup_logging
 
 log = logging.getLogger("flow.cli")
 
@@ -102,10 +111,13 @@ def coordinator(batch_size: int, batch_wait_ms: float) -> None:
             "the in-memory broker only reaches threads of one process, so a separate coordinator "
             "would never see a worker; set BROKER_URL (or RABBITMQ_HOST), or use `flow up`"
         )
-    store = open_store(settings, pre_ping=False)
-    metrics_server(settings, "coordinator")
     stop = threading.Event()
     stop_on_signals(stop)
+    metrics_server(settings, "coordinator")
+    # A database that is not up yet (a restart, compose ordering) is waited for, with a log line.
+    store = open_store(settings, pre_ping=False, wait="coordinator", stop=stop)
+    if store is None:
+        return  # stopped while waiting
     broker = Broker(settings)
     try:
         Coordinator(store, broker, settings, batch_size=batch_size, batch_wait=batch_wait_ms / 1000,
@@ -125,19 +137,27 @@ def up(concurrency: int, no_web: bool, imports: tuple[str, ...]) -> None:
     For a laptop: with nothing configured it uses SQLite in FLOW_DATA_DIR and the in-memory broker.
     The web app listens on PORT (default 3030). Ctrl-C or SIGTERM stops it gracefully.
     """
+    from engine.store import Store
+
     settings = settings_from_env()
     setup_logging(settings)
     step_types = import_step_types(module_names(imports))
-    store = open_store(settings, upgrade=True)
     threads = Threads()
     stop_on_signals(threads.stop)
     metrics_server(settings, "up")
-    served = start_engine(threads, settings, store, concurrency=concurrency, grace=30.0, step_types=step_types)
-    _start_scheduler(threads, settings, store)
+    engine = make_db_engine(settings)
+    store = Store(engine, lease_seconds=settings.lease_seconds, max_deliveries=settings.max_deliveries)
+    # What the in-process worker will consume, known before it starts (the web app shows it).
+    served = (*BUILTIN_TASK_TYPES, *(step.task_type for step in step_types))
+    # The web app first: while the database is unreachable, /api/ready answers 503 (not ready).
     server = None if no_web else _start_web(threads, settings, store, served)
-    click.echo(f"flow up: database {redact_url(settings.database_url)}, broker {redact_url(settings.broker_url)}; "
-               "Ctrl-C to stop", err=True)
     try:
+        if wait_for_database(settings, lambda: check_schema(settings, engine, upgrade=True) or True,
+                             role="flow up", stop=threads.stop) is not None:
+            start_engine(threads, settings, store, concurrency=concurrency, grace=30.0, step_types=step_types)
+            _start_scheduler(threads, settings, store)
+            click.echo(f"flow up: database {redact_url(settings.database_url)}, broker "
+                       f"{redact_url(settings.broker_url)}; Ctrl-C to stop", err=True)
         while not threads.stop.wait(0.5):
             pass
     finally:

@@ -19,7 +19,13 @@ from flow.cli.common import (
     setup_logging,
 )
 from flow.cli.processes import Threads, start_engine
-from flow.cli.python_steps import import_option, import_step_types, known_step_types, module_names, steps_option
+from flow.cli.python_steps import (
+    import_option,
+    import_step_types,
+    known_step_types,
+    module_names,
+    steps_option,
+)
 from flow.steps import manifest
 
 log = logging.getLogger("flow.cli")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from engine.settings import Settings
-from flow.cli.common import settings_from_env
+from flow.cli.common import check_schema, make_db_engine, settings_from_env, wait_for_database
 
 if TYPE_CHECKING:  # sqlalchemy loads only for the commands that use it, not for `flow check`
     from sqlalchemy import Engine
@@ -69,9 +69,6 @@ def scheduler(limit: int) -> None:
 
         setup_logging(settings)
         start_metrics_server(settings, "scheduler")
-    engine = _engine(settings)
-    store = Store(engine, lease_seconds=settings.lease_seconds)
-    schedules = ScheduleStore(engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -80,6 +77,13 @@ def scheduler(limit: int) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
+    # A database that is not up yet (a restart, compose ordering) is waited for, with a log line.
+    engine = make_db_engine(settings)
+    if wait_for_database(settings, lambda: check_schema(settings, engine) or True, role="scheduler",
+                         stop=stop) is None:
+        return  # stopped while waiting
+    store = Store(engine, lease_seconds=settings.lease_seconds)
+    schedules = ScheduleStore(engine, StoreLauncher(store), catchup_window=settings.catchup_window_seconds)
     Scheduler(schedules, settings, limit=limit).run(stop)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import click
 
@@ -30,21 +31,20 @@ def _default_host(settings: Settings) -> str:
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader (never in production).")
 def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
     """Serve the JSON API (and the dashboard) over HTTP."""
-    from engine.store import db
     from web import create_app
 
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    if not settings.embedded and not db.is_up_to_date(settings.database_url):
-        raise click.ClickException("the database is not at the newest schema; run `flow db upgrade` first")
-    if not settings.api_token and not settings.embedded:
-        click.echo("warning: FLOW_API_TOKEN is not set: every mutation will be refused with 401", err=True)
     if not logging.getLogger().handlers:
         from engine.observability.logs import setup_logging
 
         setup_logging(settings)
+    if not settings.embedded:
+        _check_database(settings)
+    if not settings.api_token and not settings.embedded:
+        click.echo("warning: FLOW_API_TOKEN is not set: every mutation will be refused with 401", err=True)
     app = create_app(settings=settings)
     host = host or _default_host(settings)
     port = port or settings.port
@@ -57,6 +57,35 @@ def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
     _stop_on_sigterm()
     waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=2 * 1024 * 1024,
                    ident="flow")
+
+
+def _check_database(settings: Settings) -> None:
+    """Refuse to serve a database with an old schema. One that is unreachable is no reason not to
+    serve: ``/api/ready`` answers 503 until it is up (``/api/health`` says which part is down), and
+    a background thread waits for it with backoff, logging each try, then checks its schema."""
+    from engine.store import db
+    from flow.cli.common import unreachable, wait_for_database
+
+    try:
+        current = db.is_up_to_date(settings.database_url)
+    except db.DriverMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+    else:
+        if not current:
+            raise click.ClickException("the database is not at the newest schema; run `flow db upgrade` first")
+        return
+
+    def wait() -> None:
+        if wait_for_database(settings, lambda: db.is_up_to_date(settings.database_url), role="flow serve"):
+            return
+        log.error("flow serve: the database is not at the newest schema; run `flow db upgrade` "
+                  "(/api/ready answers 503 until then)")
+
+    log.warning("flow serve: the database is unreachable; serving anyway, /api/ready answers 503 until it is up")
+    threading.Thread(target=wait, name="flow-serve-db-wait", daemon=True).start()
 
 
 def _stop_on_sigterm() -> None:

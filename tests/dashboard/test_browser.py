@@ -18,7 +18,7 @@ import pytest
 
 from engine.settings import Settings
 from tests.dashboard.conftest import HOSTILE, PASSWORD, unique
-from tests.integration.http_sink import Request, Sink
+from tests.http_sink import Request, Sink
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -17,14 +17,14 @@ from typing import Any, Callable, Iterator
 from tests.faults import workflows
 from tests.faults.checker import Report, check
 from tests.faults.harness import Cluster, rabbitmqctl
-from tests.faults.sink import FaultSink
+from tests.http_sink import Sink
 
 RECOVERY_TIMEOUT = 90.0
 
 
 @contextmanager
-def cluster(sink: FaultSink | None = None, **options: Any) -> Iterator[tuple[Cluster, FaultSink]]:
-    sink = sink or FaultSink()
+def cluster(sink: Sink | None = None, **options: Any) -> Iterator[tuple[Cluster, Sink]]:
+    sink = sink or Sink()
     sink.start()
     c = Cluster(**options)
     try:
@@ -36,11 +36,11 @@ def cluster(sink: FaultSink | None = None, **options: Any) -> Iterator[tuple[Clu
         sink.stop()
 
 
-def _chain(c: Cluster, sink: FaultSink, n: int) -> list[str]:
+def _chain(c: Cluster, sink: Sink, n: int) -> list[str]:
     return c.start_runs("fault_chain", [{"base": sink.url, "i": i} for i in range(n)])
 
 
-def _check_chain(c: Cluster, sink: FaultSink, runs: list[str], name: str, recovery: float) -> Report:
+def _check_chain(c: Cluster, sink: Sink, runs: list[str], name: str, recovery: float) -> Report:
     return check(c.store.engine, sink, runs, name, recovery_s=recovery, chain_paths=workflows.CHAIN_PATHS)
 
 
@@ -226,7 +226,7 @@ def poison(runs: int = 30, max_deliveries: int = 3) -> Report:
             killed.append(name)
             c.kill(name)
 
-    sink = FaultSink(on_poison=on_poison)
+    sink = Sink(on_poison=on_poison)
     with cluster(sink, env={"FLOW_MAX_DELIVERIES": str(max_deliveries)}) as (c, sink):
         holder["c"] = c
         c.supervise()
@@ -260,7 +260,7 @@ def saga_worker_killed_during_compensation(runs: int = 20) -> Report:
             threading.Thread(target=lambda: [c.kill(n) for n in c.names("worker")], daemon=True).start()
             time.sleep(0.5)
 
-    sink = FaultSink(hook=hook)
+    sink = Sink(hook=hook)
     with cluster(sink) as (c, sink):
         holder["c"] = c
         c.supervise()
@@ -275,7 +275,7 @@ def saga_worker_killed_during_compensation(runs: int = 20) -> Report:
         return report
 
 
-def _undo_order(sink: FaultSink, ids: list[str]) -> bool:
+def _undo_order(sink: Sink, ids: list[str]) -> bool:
     for run_id in ids:
         paths = [r.path for r in sink.effects("/undo") if r.body.get("run") == run_id]
         if paths != ["/undo/s2", "/undo/s1"]:

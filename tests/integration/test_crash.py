@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from engine.runtime.coordinator import Coordinator
 from engine.runtime.messaging import Broker
 from engine.settings import Settings
-from tests.integration.http_sink import Sink
+from tests.http_sink import Sink
 
 pytestmark = pytest.mark.integration
 

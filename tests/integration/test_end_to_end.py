@@ -19,7 +19,7 @@ from engine.runtime.coordinator import Coordinator
 from engine.runtime.messaging import Broker
 from engine.runtime.topology import dead_letter_queue
 from engine.settings import Settings
-from tests.integration.http_sink import Request, Sink
+from tests.http_sink import Request, Sink
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from engine.core import contracts
 from engine.runtime import topology
 from engine.settings import Settings
 from tests.faults.harness import Cluster
-from tests.faults.sink import FaultSink
+from tests.http_sink import Sink
 from web import create_app
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ workflow canary(base: string) {
 
 
 def test_canary_secret_never_leaks(postgres_url: str, amqp_url: str) -> None:
-    sink = FaultSink().start()
+    sink = Sink().start()
     c = Cluster(coordinators=1, workers=1, env={"FLOW_SECRET_CANARY": CANARY, "FLOW_LOG_FORMAT": "json"})
     seen: list[str] = []
     try:

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 
+from engine.store.db import make_engine
 from engine.store.models import Base
 
 config = context.config
@@ -45,7 +46,7 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError("no database: run `flow db upgrade`, or set sqlalchemy.url for alembic")
-    engine = create_engine(url)
+    engine = make_engine(url)  # postgresql:// gets the driver Flow ships
     try:
         with engine.begin() as connection:
             _run(connection)
