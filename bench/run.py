@@ -48,9 +48,8 @@ PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 TERMINAL = ("completed", "failed", "cancelled", "compensated", "compensation_failed")
 # The `flow` command, whichever module holds it (engine.cli before the layout move, flow.cli after).
-FLOW_CMD = [sys.executable, "-c",
-            "import sys\ntry:\n    from flow.cli.main import main\nexcept ImportError:\n"
-            "    from engine.cli import main\nsys.exit(main())"]
+FLOW_CMD = [sys.executable, "-c", "import importlib, importlib.util, sys; sys.exit(importlib.import_module("
+            "'flow.cli.main' if importlib.util.find_spec('flow') else 'engine.cli').main())"]
 
 
 def free_port() -> int:

@@ -110,6 +110,23 @@ class Store:
             scheduled_at=scheduled_at, parent_run_id=parent_run_id,
         )
 
+    def start(
+        self,
+        workflow: str,
+        entries: Sequence[tuple[dict[str, Any] | None, str | None]],
+        *,
+        version: int | None = None,
+        documents: bool = True,
+    ) -> list[store_commands.StartOutcome]:
+        """Start one run per ``(params, idempotency_key)`` in one transaction (the API's start and
+        batch start): one outcome per entry, in order, each with its run (and its document) or the
+        error that refused it (``InvalidParams``, ``Conflict``); the others start.
+
+        Raises:
+            NotFound: no such workflow (version).
+        """
+        return store_commands.start_many(self._ctx, workflow, entries, version=version, documents=documents)
+
     def start_runs(
         self,
         workflow: str,

@@ -124,7 +124,11 @@ def authenticate_token(ctx: StoreContext, token: str) -> str | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
-    with read_only(ctx.engine) as conn:
+    # One statement, no transaction around it (on PostgreSQL: no BEGIN and ROLLBACK round trips);
+    # every API request makes this read.
+    conn_ = (ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") if ctx.is_postgres
+             else read_only(ctx.engine))
+    with conn_ as conn:
         row = conn.execute(
             select(api_tokens.c.id, api_tokens.c.token_hash, api_tokens.c.role,
                    api_tokens.c.revoked_at, api_tokens.c.last_used_at)

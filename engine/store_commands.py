@@ -6,10 +6,12 @@ Each command is one transaction. A command whose entity's current status does no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from dsl import evaluator
@@ -42,6 +44,17 @@ R = RunStatus
 T = TaskStatus
 
 
+@dataclass
+class StartOutcome:
+    """One entry of a start: the run's id and whether this call created it (False: its
+    idempotency key had started it before), or the error that refused it."""
+
+    run_id: str | None = None
+    created: bool = False
+    error: Exception | None = None
+    document: dict[str, Any] | None = None
+
+
 def start_run(
     ctx: StoreContext,
     workflow: str,
@@ -53,56 +66,148 @@ def start_run(
     parent_run_id: str | None = None,
 ) -> str:
     """Create a run, evaluate its lets, plan its first steps; the run id."""
-    try:
-        with ctx.engine.begin() as conn:
-            if idempotency_key:
-                existing = _run_by_key(conn, idempotency_key, workflow)
-                if existing:
-                    return existing
-            row = _new_run(ctx, conn, workflow, params, version, idempotency_key,
-                           to_datetime(scheduled_at), parent_run_id)
-            conn.execute(runs.insert().values(**row))
-            plan_runs(ctx, conn, {row["id"]: row}, Writes(), row["created_at"])
-            notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
-            return str(row["id"])
-    except IntegrityError:
-        # Two requests with the same key raced; the other one's run is the answer.
-        if idempotency_key:
-            with ctx.engine.connect() as conn:
-                existing = _run_by_key(conn, idempotency_key, workflow)
-            if existing:
-                return existing
-        raise
+    outcome = start_many(ctx, workflow, [(params, idempotency_key)], version=version,
+                         scheduled_at=to_datetime(scheduled_at), parent_run_id=parent_run_id)[0]
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.run_id is not None
+    return outcome.run_id
 
 
-def _run_by_key(conn: Connection, key: str, workflow: str) -> str | None:
-    row = conn.execute(
-        select(runs.c.id, runs.c.workflow_name).where(runs.c.idempotency_key == key)
-    ).first()
-    if row is None:
-        return None
-    if row.workflow_name != workflow:
-        raise Conflict(
-            f"idempotency key {key!r} already started run {row.id} of workflow "
-            f"{row.workflow_name!r}, not {workflow!r}; use a new key for a different request"
-        )
-    return str(row.id)
+def start_many(
+    ctx: StoreContext,
+    workflow: str,
+    entries: Sequence[tuple[dict[str, Any] | None, str | None]],
+    *,
+    version: int | None = None,
+    scheduled_at: datetime | None = None,
+    parent_run_id: str | None = None,
+    all_or_nothing: bool = False,
+    documents: bool = False,
+) -> list[StartOutcome]:
+    """Start one run per ``(params, idempotency_key)`` entry, in one transaction; one outcome each,
+    in order.
+
+    An entry whose params do not fit (``InvalidParams``) or whose key started a run of another
+    workflow (``Conflict``) gets that error and starts nothing; the others start (with
+    ``all_or_nothing`` the first error is raised instead and nothing starts). A key that started a
+    run before gives that run back (``created`` False); a key repeated within the entries gives
+    the run of its first entry. Every new run and its first messages commit together.
+    ``documents``: also the run documents (``get_run``'s JSON), read in the same transaction.
+
+    Raises:
+        NotFound: no such workflow (version): no entry can start.
+    """
+    if not entries:
+        return []
+    for attempt in range(3):
+        try:
+            with ctx.engine.begin() as conn:
+                return _start_many(ctx, conn, workflow, entries, version, scheduled_at, parent_run_id,
+                                   all_or_nothing, documents)
+        except IntegrityError:
+            # A concurrent start with one of the keys committed first: the next attempt finds its
+            # run (the keys' unique index is the only constraint a start can break).
+            if attempt == 2 or not any(key for _, key in entries):
+                raise
+    raise AssertionError("unreachable")
 
 
-def _new_run(
+def _start_many(
     ctx: StoreContext,
     conn: Connection,
     workflow: str,
-    params: dict[str, Any] | None,
+    entries: Sequence[tuple[dict[str, Any] | None, str | None]],
     version: int | None,
+    scheduled_at: datetime | None,
+    parent_run_id: str | None,
+    all_or_nothing: bool,
+    documents: bool,
+) -> list[StartOutcome]:
+    keys = sorted({key for _, key in entries if key})
+    found, existing = _version_and_keys(conn, workflow, version, keys)
+    outcomes: list[StartOutcome] = []
+    fresh: dict[str, dict[str, Any]] = {}
+    by_key: dict[str, StartOutcome] = {}
+    spec = spec_of(ctx, conn, found["id"]) if found is not None else None
+    now = ctx.now()
+    for params, key in entries:
+        if key and key in by_key:  # the same key twice in one call: one run
+            first = by_key[key]
+            outcomes.append(first if first.error else StartOutcome(first.run_id, False))
+            continue
+        if key and key in existing:
+            run_id, run_workflow = existing[key]
+            outcome = StartOutcome(run_id, False) if run_workflow == workflow else StartOutcome(error=Conflict(
+                f"idempotency key {key!r} already started run {run_id} of workflow {run_workflow!r}, "
+                f"not {workflow!r}; use a new key for a different request"))
+        elif found is None or spec is None:
+            label = workflow if version is None else f"{workflow} v{version}"
+            raise NotFound("workflow", label, "deploy it first (flow deploy FILE)")
+        else:
+            try:
+                row = _run_row(spec, found, params, key, scheduled_at, parent_run_id, now)
+            except InvalidParams as exc:
+                outcome = StartOutcome(error=exc)
+            else:
+                fresh[row["id"]] = row
+                outcome = StartOutcome(row["id"], True)
+        if outcome.error is not None and all_or_nothing:
+            raise outcome.error
+        if key:
+            by_key[key] = outcome
+        outcomes.append(outcome)
+    if fresh:
+        conn.execute(runs.insert(), list(fresh.values()))
+        plan_runs(ctx, conn, fresh, Writes(), now)
+        notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
+    if documents:
+        from engine.store_queries import run_documents
+
+        docs = run_documents(ctx, conn, [o.run_id for o in outcomes if o.run_id])
+        for outcome in outcomes:
+            if outcome.run_id:
+                outcome.document = docs[outcome.run_id]
+    return outcomes
+
+
+def _version_and_keys(
+    conn: Connection, workflow: str, version: int | None, keys: Sequence[str]
+) -> tuple[dict[str, Any] | None, dict[str, tuple[str, str]]]:
+    """The version row (id, version; the newest unless ``version``) or None, and the runs that
+    ``keys`` started before (key -> (run id, workflow)), in one round trip."""
+    pinned = "AND version = :version " if version is not None else ""
+    sql = ("SELECT 'v' AS kind, id, version, name FROM (SELECT id, version, name FROM workflow_versions "
+           f"WHERE name = :name {pinned}ORDER BY version DESC LIMIT 1) AS v")
+    params: dict[str, Any] = {"name": workflow}
+    if version is not None:
+        params["version"] = version
+    statement = text(sql)
+    if keys:
+        statement = text(sql + " UNION ALL SELECT 'k', id, NULL, workflow_name || '|' || idempotency_key "
+                         "FROM runs WHERE idempotency_key IN :keys").bindparams(bindparam("keys", expanding=True))
+        params["keys"] = list(keys)
+    found: dict[str, Any] | None = None
+    existing: dict[str, tuple[str, str]] = {}
+    for kind, ident, number, name in conn.execute(statement, params):
+        if kind == "v":
+            found = {"id": ident, "version": number, "name": name}
+        else:
+            run_workflow, _, key = str(name).partition("|")
+            existing[key] = (str(ident), run_workflow)
+    return found, existing
+
+
+def _run_row(
+    spec: WorkflowSpec,
+    found: dict[str, Any],
+    params: dict[str, Any] | None,
     idempotency_key: str | None,
     scheduled_at: datetime | None,
     parent_run_id: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
-    found = find_version(conn, workflow, version)
-    spec = spec_of(ctx, conn, found["id"])
-    checked = check_params(spec.params, params, workflow)
-    now = ctx.now()
+    checked = check_params(spec.params, params, spec.name)
     run_id = new_id()
     return {
         "id": run_id,
@@ -124,6 +229,22 @@ def _new_run(
         "finished_at": None,
         "updated_at": now,
     }
+
+
+def _new_run(
+    ctx: StoreContext,
+    conn: Connection,
+    workflow: str,
+    params: dict[str, Any] | None,
+    version: int | None,
+    idempotency_key: str | None,
+    scheduled_at: datetime | None,
+    parent_run_id: str | None,
+) -> dict[str, Any]:
+    """A new run's row (not inserted), for a subflow's child run."""
+    found = find_version(conn, workflow, version)
+    spec = spec_of(ctx, conn, found["id"])
+    return _run_row(spec, found, params, idempotency_key, scheduled_at, parent_run_id, ctx.now())
 
 
 def _evaluate_lets(

@@ -40,10 +40,43 @@ def run_document(run_id: str) -> Any:
 )
 def start(name: str) -> Response:
     body = json_body(schemas.START_RUN, optional=True)
-    run_id = store().start_run(name, body.get("params") or {}, version=body.get("version"),
-                               idempotency_key=idempotency_key())
-    run_id = str(run_id)
-    return json_response(run_document(run_id), 201, {"Location": url_for(".get", run_id=run_id)})
+    outcome = store().start(name, [(body.get("params") or {}, idempotency_key())],
+                            version=body.get("version"))[0]
+    if outcome.error is not None:
+        raise outcome.error
+    run_id = str(outcome.run_id)
+    return json_response(outcome.document, 201, {"Location": url_for(".get", run_id=run_id)})
+
+
+MAX_BATCH = 1000
+
+
+@bp.post("/workflows/<name>/runs/batch")
+@operation(
+    "Start many runs of a workflow in one call (one transaction)",
+    tag="runs", role="operator", body="StartRuns",
+    description="Up to 1,000 entries, each `{params, idempotency_key}`. Entries are independent (not "
+                "all-or-nothing): one whose params do not fit, or whose key started a run of another "
+                "workflow, is answered with its error and starts nothing; every other entry starts, and "
+                "all the runs started commit together, with their first messages. A key that started a "
+                "run before answers that run (as the single start does), also within one call.",
+    responses={200: ("One entry per request entry, in order: `{index, run}` or `{index, error}`", "StartedRuns"),
+               400: ("Malformed body (or more than 1,000 entries)", "Error"),
+               404: ("No such workflow or version", "Error")},
+)
+def start_batch(name: str) -> Response:
+    from web.api.errors import engine_error_body
+
+    body = json_body(schemas.START_RUNS)
+    entries = [(entry.get("params") or {}, entry.get("idempotency_key")) for entry in body["runs"]]
+    outcomes = store().start(name, entries, version=body.get("version"))
+    answer = []
+    for index, outcome in enumerate(outcomes):
+        if outcome.error is not None:
+            answer.append({"index": index, "error": engine_error_body(outcome.error)})
+        else:
+            answer.append({"index": index, "run": outcome.document})
+    return json_response({"runs": answer})
 
 
 @bp.get("/runs")

@@ -116,6 +116,47 @@ START_RUN: Schema = {
     },
 }
 
+START_RUNS: Schema = {
+    "type": "object",
+    "required": ["runs"],
+    "properties": {
+        "runs": {
+            "type": "array", "minItems": 1, "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "params": {"type": "object", "description": "Values of the workflow's typed params."},
+                    "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                                        "description": "Like the Idempotency-Key header of a single start."},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "version": {"type": "integer", "minimum": 1, "description": "A version to pin; default the latest."},
+    },
+}
+
+STARTED_RUNS: Schema = {
+    "type": "object",
+    "required": ["runs"],
+    "properties": {
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0, "description": "The entry's position in the request."},
+                    "run": ref("Run"),
+                    "error": {"type": "object", "required": ["code", "message"],
+                              "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                             "details": {}}},
+                },
+            },
+        },
+    },
+}
+
 APPROVE: Schema = {
     "type": "object",
     "required": ["approved"],
@@ -329,6 +370,8 @@ COMPONENTS: dict[str, Schema] = {
     "Deployed": DEPLOYED,
     "WorkflowList": WORKFLOW_LIST,
     "StartRun": START_RUN,
+    "StartRuns": START_RUNS,
+    "StartedRuns": STARTED_RUNS,
     "Approve": APPROVE,
     "Run": RUN,
     "RunPage": RUN_PAGE,
