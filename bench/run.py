@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -498,7 +498,9 @@ def _timed(label: str) -> Iterator[None]:
 STATS_SETTLE = 11.0
 
 
-def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) -> dict[str, Any]:
+def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False,
+        only: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Everything, or only the workloads (W1..W4) of ``only``."""
     env = Environment()
     env.create()
     procs = Processes()
@@ -525,6 +527,8 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
             results["raw"]["commits_per_s"] = raw_commits(env, sizes.raw_commits)
 
         def flow_workload(key: str, body: Callable[[], Figure], steps: int) -> None:
+            if only and key not in only:
+                return
             before = commits(env.db)
             with _timed(f"{key} Flow"):
                 figure = body()
@@ -534,6 +538,8 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
             figures.setdefault(key, {})["Flow"] = figure
 
         def celery_workload(key: str, system: CelerySystem, body: Callable[[], Figure]) -> None:
+            if only and key not in only:
+                return
             with _timed(f"{key} {system.name}"):
                 figures.setdefault(key, {})[system.name] = body()
 
@@ -585,8 +591,9 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
         workloads = [("W1", "bench_one", sizes.api_w1, 1, "throughput", 0),
                      ("W2", "bench_chain", sizes.api_w2, 3, "throughput", 0),
                      ("W4", "bench_chain", sizes.api_w4, 3, "sequential", 0)]
+        workloads = [w for w in workloads if not only or w[0] in only]
         plan = [(n, w) for n in sizes.api_clients for w in workloads]
-        if flow.features.get("batch"):
+        if flow.features.get("batch") and (not only or "W1" in only):
             plan.append((1, ("W1", "bench_one", sizes.api_w1, 1, "throughput", 500)))
         for clients, (key, workflow, count, steps, mode, batch) in plan:
             label = f"{key} {'batch ' if batch else ''}x{clients}"
@@ -775,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Flow worker threads = Celery prefork processes (default 4)")
     parser.add_argument("--no-celery", action="store_true", help="Flow and the raw limits only")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--only", metavar="W1,W4", help="only these workloads (for a focused measurement)")
+    parser.add_argument("--clients", metavar="1,16", help="client process counts through the API")
     args = parser.parse_args(argv)
     with_celery = not args.no_celery
     if with_celery:
@@ -785,8 +794,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             with_celery = False
     sizes = QUICK if args.quick else FULL
+    if args.clients:
+        sizes = replace(sizes, api_clients=tuple(int(c) for c in args.clients.split(",")))
     print(f"bench: {'quick' if args.quick else 'full'} run, concurrency {args.concurrency}", file=sys.stderr)
-    results = run(sizes, args.concurrency, with_celery, quick=args.quick)
+    only = frozenset(w.strip().upper() for w in (args.only or "").split(",") if w.strip())
+    results = run(sizes, args.concurrency, with_celery, quick=args.quick, only=only)
     if with_celery:
         print(describe_machine())
     print(f"command: python -m bench.run{' --quick' if args.quick else ''} --concurrency {args.concurrency}")
