@@ -96,8 +96,7 @@ def _drop(handle: Any) -> None:
 
 def fill(database_url: str, tasks: int) -> str:
     """Store ``tasks`` tasks (10 per run); the id of a failed run to render."""
-    from engine import db
-    from engine.store import Store
+    from engine.store import Store, db
 
     engine = db.make_engine(database_url)
     db.upgrade(engine)

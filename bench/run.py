@@ -47,9 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 TERMINAL = ("completed", "failed", "cancelled", "compensated", "compensation_failed")
-# The `flow` command, whichever module holds it (engine.cli before the layout move, flow.cli after).
-FLOW_CMD = [sys.executable, "-c", "import importlib, importlib.util, sys; sys.exit(importlib.import_module("
-            "'flow.cli.main' if importlib.util.find_spec('flow') else 'engine.cli').main())"]
+# The `flow` command.
+FLOW_CMD = [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())"]
 
 
 def free_port() -> int:
@@ -186,8 +185,7 @@ class FlowSystem:
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
-        from engine import db
-        from engine.store import Store
+        from engine.store import Store, db
 
         self.env = env
         db.upgrade(env.flow_url)

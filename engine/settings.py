@@ -155,3 +155,15 @@ class Settings:
                 if key.startswith("FLOW_SECRET_") and key != "FLOW_SECRET_KEY"
             },
         )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" not in creds:
+        return url  # no password to hide
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -70,7 +70,7 @@ def create_app(
 
 def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:
     """The SQLAlchemy engine and the store (built from ``settings`` unless given)."""
-    from engine import db
+    from engine.store import db
 
     if store is not None:
         engine = getattr(store, "engine", None) or db.make_engine(settings.database_url)
@@ -84,7 +84,8 @@ def _open_store(settings: Settings, store: Any) -> tuple[Any, Any]:
 
 
 def _schedule_store(settings: Settings, store: Any, db_engine: Any) -> Any:
-    from engine.store_schedules import ScheduleStore, StoreLauncher
+    from engine.store.schedule_deploys import StoreLauncher
+    from engine.store.schedules import ScheduleStore
 
     clock = getattr(store, "clock", None)
     extra = {"clock": clock} if callable(clock) else {}

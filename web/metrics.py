@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response
 
-from engine import metrics
+from engine.observability import metrics
 
 bp = Blueprint("metrics", __name__)
 

@@ -1,4 +1,4 @@
-"""A tracing span per API and dashboard request, when tracing is on (see ``engine.tracing``).
+"""A tracing span per API and dashboard request, when tracing is on (see ``engine.observability.tracing``).
 
 Kept in ``web`` so that ``engine`` never imports Flask.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.tracing import HEADER, enabled, span
+from engine.observability.tracing import HEADER, enabled, span
 
 
 def init_app(app: Any) -> None:

@@ -14,7 +14,6 @@ and acks them, and hands back (requeues) whatever is left.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -33,24 +32,27 @@ import kombu
 from kombu.exceptions import OperationalError
 from kombu.message import Message
 
-from dsl import evaluator
-from engine import contracts, metrics, tracing
-from engine.logging_setup import log_context
-from engine.contracts import Failure, MessageError, ResultMessage, TaskMessage
+from engine.core import contracts
+from engine.core.contracts import Failure, MessageError, ResultMessage, TaskMessage
+from engine.observability import metrics, tracing
+from engine.observability.logs import log_context
+from engine.runtime import topology
 from engine.settings import Settings
-from workers.registry import HandlerError, Registry, TaskContext, UnknownTaskType
+from workers.confirmed_batch import ConfirmedBatch, close_quietly
+from workers.handler_api import HandlerError, TaskContext, UnknownTaskType
+from workers.payloads import check_json, resolve_payload
+from workers.registry import Registry
+from workers.task_clock import IDLE_POLL, TaskClock
 
 log = logging.getLogger("flow.worker")
 
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
-# The pump turns at least every IDLE_POLL seconds; a longer gap means the whole process was paused.
-PAUSE_GAP = 2.0
 # Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
 # A task that carries it is a *suspect*: it runs alone on its worker (see _start_alone), so that a
 # worker death while it runs is its own doing, not that of a task that happened to run beside it.
 REDELIVERIES_HEADER = "x-flow-redeliveries"
-IDLE_POLL, BUSY_POLL = 0.5, 0.001  # drain_events timeouts: idle, and while results may be pending
+BUSY_POLL = 0.001  # drain_events timeout while results may be pending (IDLE_POLL when idle)
 # While handlers run on a plain TCP connection, the pump sleeps in ``select`` on the broker's socket
 # and a pipe that a finishing handler writes to (so it reports at once instead of within BUSY_POLL),
 # waking at least this often for heartbeats, deadlines and ``started`` reports.
@@ -60,40 +62,6 @@ BUSY_TICK = 0.01
 # store applies from pending (pending -> processing -> final in one write): half the messages and
 # half the coordinator's work for short steps, and the lease is irrelevant for them.
 STARTED_AFTER = 0.05
-
-
-class TaskClock:
-    """Monotonic seconds that do not count the time the whole process was paused.
-
-    Handler deadlines are instants of this clock. After a SIGSTOP or a VM freeze the monotonic
-    clock has jumped; had the pause counted, a handler whose response was waiting in its socket
-    would be declared timed out, and the retry would repeat, under a new idempotency key, an
-    effect that already happened. The worker's loop turns at least every ``IDLE_POLL`` seconds, so
-    a gap of more than ``PAUSE_GAP`` between two turns is a pause, and it is taken out.
-    """
-
-    def __init__(self) -> None:
-        self._paused = 0.0
-        self._last_turn = time.monotonic()
-
-    def __call__(self) -> float:
-        now = time.monotonic()
-        # A handler thread may read the clock after a pause before the loop has turned: count the
-        # pause already. (The clock then steps back by up to PAUSE_GAP: deadlines only get later.)
-        return now - self._paused - self._pause_in(now - self._last_turn)
-
-    def turn(self) -> float:
-        """Called on each loop turn: takes a pause out of the clock; returns its length (or 0)."""
-        now = time.monotonic()
-        paused = self._pause_in(now - self._last_turn)
-        self._paused += paused
-        self._last_turn = now
-        return paused
-
-    @staticmethod
-    def _pause_in(gap: float) -> float:
-        # Of a gap between two turns, all but one normal turn's worth was a pause.
-        return gap - IDLE_POLL if gap > PAUSE_GAP else 0.0
 
 
 @dataclass
@@ -195,7 +163,7 @@ class Worker:
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 finally:
                     self.consuming.clear()
-                    _close_quietly(connection)
+                    close_quietly(connection)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -218,21 +186,21 @@ class Worker:
         channel = connection.channel()
         quorum = self.settings.quorum_queues
         entities: tuple[kombu.Exchange | kombu.Queue, ...] = (
-            contracts.task_exchange(),
-            contracts.dead_letter_exchange(),
-            contracts.dead_letter_queue(quorum),
-            contracts.results_queue(quorum),
-            *(contracts.task_queue(t, quorum=quorum) for t in self.task_types),
+            topology.task_exchange(),
+            topology.dead_letter_exchange(),
+            topology.dead_letter_queue(quorum),
+            topology.results_queue(quorum),
+            *(topology.task_queue(t, quorum=quorum) for t in self.task_types),
         )
         for entity in entities:
             entity.bind(channel).declare()
-        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
-        self._batch = _ConfirmedBatch(connection)
+        self._producer = kombu.Producer(channel, exchange=topology.task_exchange(), auto_declare=False)
+        self._batch = ConfirmedBatch(connection)
         self._received.clear()
         self._suspect, self._alone = None, False
         consumer = self._consumer = kombu.Consumer(
             channel,
-            queues=[contracts.task_queue(t, quorum=quorum) for t in self.task_types],
+            queues=[topology.task_queue(t, quorum=quorum) for t in self.task_types],
             on_message=self._received.append,
             prefetch_count=self.settings.prefetch,
             no_ack=False,
@@ -372,7 +340,7 @@ class Worker:
         requeue, the copy is not marked redelivered, so it does not count as a worker death."""
         self._producer.publish(
             message.body,
-            exchange=contracts.task_exchange(),
+            exchange=topology.task_exchange(),
             routing_key=message.delivery_info.get("routing_key") or (task.task_type if task else ""),
             headers=dict(message.headers or {}),
             content_type=message.content_type or "application/json",
@@ -413,7 +381,7 @@ class Worker:
         headers[REDELIVERIES_HEADER] = count
         self._producer.publish(
             message.body,
-            exchange=contracts.task_exchange(),
+            exchange=topology.task_exchange(),
             routing_key=message.delivery_info.get("routing_key") or task.task_type,
             headers=headers,
             content_type=message.content_type or "application/json",
@@ -508,10 +476,10 @@ class Worker:
             raw_payload=task.payload,
         )
         try:
-            context.payload = _resolve(task.payload, self.settings)
+            context.payload = resolve_payload(task.payload, self.settings)
             handler = self.registry.get(task.task_type)
             output = handler(context)
-            _check_json(output)
+            check_json(output)
             return self._result(task, started_at, output=output, logs=context.logs)
         except HandlerError as exc:
             failure = exc.failure
@@ -537,113 +505,6 @@ class Worker:
             finished_at=time.time(),
             logs=tuple(logs or ()),
         )
-
-
-class _Secrets(dict[str, str]):
-    """The ``secrets`` root: reading a secret that is not configured is an error, not null.
-
-    The language reads a missing field as null, but a missing secret is an operator mistake that
-    would otherwise surface later as a confusing 401 from some API.
-    """
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            raise evaluator.EvaluationError(
-                f"secret {key!r} is not configured; set FLOW_SECRET_{key} in the worker's environment"
-            )
-        return super().get(key)
-
-
-def _resolve(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    try:
-        resolved = evaluator.resolve(payload, {"secrets": _Secrets(settings.secrets)})
-    except evaluator.EvaluationError as exc:
-        # The evaluator names the missing secret; the caller masks any secret value in the text.
-        raise HandlerError(Failure("invalid_input", f"cannot resolve the task payload: {exc}", False)) from None
-    return dict(resolved)
-
-
-def _check_json(output: Any) -> None:
-    try:
-        json.dumps(output)
-    except (TypeError, ValueError) as exc:
-        raise HandlerError(Failure("handler", f"the handler returned a value that is not JSON: {exc}", False)) from None
-
-
-class _ConfirmedBatch:
-    """Results published on their own channel, pipelined: ``add`` writes nothing yet; ``flush``
-    publishes the batch (persistent) and returns once the broker confirmed all of it (one wait for
-    the batch instead of one round trip per message), or raises (the connection is then dropped
-    and the unacked tasks are redelivered)."""
-
-    def __init__(self, connection: kombu.Connection) -> None:
-        self._connection = connection
-        self._bodies: list[str] = []
-        channel = connection.channel()
-        raw = getattr(channel, "_basic_publish", None)
-        self._confirms = raw is not None and hasattr(channel, "confirm_select")
-        if self._confirms:
-            # The connection confirms each publish synchronously (``confirm_publish``); this
-            # channel waits for a whole batch instead.
-            channel.basic_publish = raw
-            channel.events["basic_ack"].add(self._on_ack)
-            channel.events["basic_nack"].add(self._on_nack)
-            channel.confirm_select()
-        self._producer = kombu.Producer(channel, exchange=contracts.task_exchange(), auto_declare=False)
-        self._sent = 0  # delivery tags of the channel count its publishes from 1
-        self._unconfirmed: set[int] = set()
-        self._nacked = False
-
-    def add(self, body: str) -> None:
-        self._bodies.append(body)
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= delivery_tag])
-        else:
-            self._unconfirmed.discard(delivery_tag)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked = True
-        self._on_ack(delivery_tag, multiple)
-
-    def flush(self) -> None:
-        if not self._bodies:
-            return
-        bodies, self._bodies = self._bodies, []
-        for body in bodies:
-            if self._confirms:
-                # Counted before the publish: its confirm may be read while the next one is written.
-                self._sent += 1
-                self._unconfirmed.add(self._sent)
-            self._producer.publish(
-                body,
-                routing_key=contracts.RESULT_QUEUE,
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                retry=False,
-            )
-        if not self._confirms:
-            return
-        deadline = time.monotonic() + 30.0
-        while self._unconfirmed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise OSError("no publisher confirm from the broker within 30s")
-            try:
-                self._connection.drain_events(timeout=remaining)
-            except socket.timeout:
-                pass
-        if self._nacked:
-            raise OSError("the broker refused a result (nack); reconnecting")
-
-
-def _close_quietly(connection: kombu.Connection) -> None:
-    try:
-        connection.release()
-    except Exception:  # closing a broken connection may raise anything; it is gone either way
-        pass
 
 
 def run_worker(

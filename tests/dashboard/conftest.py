@@ -35,7 +35,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="session")
 def database(postgres_url: str) -> str:
-    from engine import db
+    from engine.store import db
 
     db.upgrade(postgres_url)
     return postgres_url

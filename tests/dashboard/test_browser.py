@@ -97,8 +97,8 @@ class Flaky:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from werkzeug.serving import make_server
 
-    from engine.coordinator import Coordinator
-    from engine.messaging import Broker
+    from engine.runtime.coordinator import Coordinator
+    from engine.runtime.messaging import Broker
     from web import create_app
     from workers.consumer import Worker
 

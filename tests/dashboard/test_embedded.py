@@ -12,7 +12,7 @@ from web import create_app
 def _app(tmp_path: Path, **extra: object):
     settings = Settings(database_url=f"sqlite:///{tmp_path}/flow.db", broker_url="memory://",
                         data_dir=str(tmp_path), secret_key="k", **extra)
-    from engine import db
+    from engine.store import db
 
     db.upgrade(settings.database_url)
     return create_app({"TESTING": True}, settings=settings)

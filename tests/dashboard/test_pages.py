@@ -30,8 +30,8 @@ pytestmark = pytest.mark.integration
 
 def finish_task(app: Flask, task_id: str, status: str, output: Any = None) -> None:
     """Apply a worker result to a task through the store, as the coordinator does."""
-    from engine.contracts import Failure, ResultMessage
-    from engine.models import Task
+    from engine.core.contracts import Failure, ResultMessage
+    from engine.store.models import Task
 
     with app.extensions["flow"].db.connect() as conn:
         attempt, token = conn.execute(sa.select(Task.attempt, Task.fencing_token).where(Task.id == task_id)).one()
@@ -40,7 +40,7 @@ def finish_task(app: Flask, task_id: str, status: str, output: Any = None) -> No
 
 
 def pending_task_ids(app: Flask, run_id: str) -> list[str]:
-    from engine.queries_dashboard import run_tasks
+    from engine.store.dashboard import run_tasks
 
     return [t["id"] for t in run_tasks(app.extensions["flow"].db, run_id) if t["status"] == "pending"]
 
@@ -272,7 +272,7 @@ def test_retry_a_failed_run_and_task_and_compensate(operator: LoggedIn) -> None:
     assert operator.store.get_run(run_id)["status"] == "running"
 
     run_id = failed_run(operator)
-    from engine.queries_dashboard import run_tasks
+    from engine.store.dashboard import run_tasks
 
     task_id = next(t["id"] for t in run_tasks(operator.app.extensions["flow"].db, run_id) if t["status"] == "failed")
     redirected = operator.post(f"/runs/{run_id}/tasks/{task_id}/retry", htmx=False)
@@ -300,7 +300,7 @@ def test_hostile_names_payloads_outputs_and_logs_are_escaped_and_inert(operator:
     task_id = pending_task_ids(operator.app, run_id)[0]
     from datetime import UTC, datetime
 
-    from engine.models import TaskLog
+    from engine.store.models import TaskLog
 
     with operator.app.extensions["flow"].db.begin() as conn:
         conn.execute(sa.insert(TaskLog).values(task_id=task_id, run_id=run_id, attempt=1, level="info",
@@ -363,7 +363,7 @@ def test_approve_and_reject_a_waiting_approval_step(operator: LoggedIn) -> None:
         f'workflow {name}() {{ step gate: approval {{ prompt: "ship it?" }} step after_gate: noop {{ output: steps.gate.output }} }}',
         f"{name}.flow",
     )
-    from engine.queries_dashboard import run_tasks
+    from engine.store.dashboard import run_tasks
 
     def waiting_gate(run_id: str) -> str:
         tasks = run_tasks(operator.app.extensions["flow"].db, run_id)

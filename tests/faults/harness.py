@@ -58,7 +58,7 @@ def kill_group(proc: "subprocess.Popen[bytes]", sig: int = signal.SIGKILL) -> No
 
 
 def flow_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())", *args]
+    return [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())", *args]
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -128,7 +128,7 @@ class Cluster:
         self._supervise = threading.Event()
         self._lock = threading.RLock()
         self._store: Any = None
-        from engine import db
+        from engine.store import db
 
         db.upgrade(self.database_url)
 
@@ -251,8 +251,8 @@ class Cluster:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from engine.db import make_engine
             from engine.store import Store
+            from engine.store.db import make_engine
 
             self._store = Store(make_engine(self.database_url))
         return self._store

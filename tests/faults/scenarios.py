@@ -363,8 +363,8 @@ def schedulers_killed(seconds: float = 8.0, every_ms: int = 200, rng: random.Ran
 
     import sqlalchemy as sa
 
-    from engine.schedules import Timing, fires
-    from engine.store_schedules import deploy_with_schedules
+    from engine.core.timing import Timing, fires
+    from engine.store.schedule_deploys import deploy_with_schedules
 
     rng = rng or random.Random(7)
     every = every_ms / 1000.0

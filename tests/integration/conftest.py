@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from engine import db
+from engine.store import db
 
 
 class Clock:

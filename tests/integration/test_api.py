@@ -60,7 +60,7 @@ SEED_CURL_BODY = """{
 
 @pytest.fixture(scope="module")
 def database(postgres_url: str) -> str:
-    from engine import db
+    from engine.store import db
 
     db.upgrade(postgres_url)
     return postgres_url
@@ -379,7 +379,7 @@ def _first_task_id(app: Flask, run_id: str) -> str:
     """The id of the run's first task. The run document names steps, not task ids, so read the table."""
     import sqlalchemy as sa
 
-    from engine.models import Task
+    from engine.store.models import Task
 
     with app.extensions["flow"].db.connect() as conn:
         task_id = conn.execute(
@@ -602,8 +602,8 @@ def finish_task(app: Flask, task_id: str, status: str, output: Any = None) -> No
     """Apply a worker result to a task through the store, as the coordinator does."""
     import sqlalchemy as sa
 
-    from engine.contracts import Failure, ResultMessage
-    from engine.models import Task
+    from engine.core.contracts import Failure, ResultMessage
+    from engine.store.models import Task
 
     with app.extensions["flow"].db.connect() as conn:
         attempt, token = conn.execute(
@@ -690,8 +690,8 @@ def test_a_run_started_through_the_api_completes(database: str, amqp_url: str) -
     import threading
     import time
 
-    from engine.coordinator import Coordinator
-    from engine.messaging import Broker
+    from engine.runtime.coordinator import Coordinator
+    from engine.runtime.messaging import Broker
     from workers.consumer import Worker
 
     # Given the API, a coordinator and a worker on the real RabbitMQ

@@ -12,12 +12,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from engine import db
-from engine.contracts import Failure, ResultMessage
-from engine.errors import IllegalTransition, InvalidParams
-from engine.models import Task
+from engine.core.contracts import Failure, ResultMessage
+from engine.core.errors import IllegalTransition, InvalidParams
 from engine.settings import Settings
-from engine.store import Store
+from engine.store import Store, db
+from engine.store.models import Task
 from web import create_app
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,11 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from engine import db
-from engine.cli import main
-from engine.errors import Conflict, InvalidParams, NotFound
-from engine.models import ApiToken, User
+from engine.core.errors import Conflict, InvalidParams, NotFound
 from engine.settings import Settings
-from engine.store import Store
+from engine.store import Store, db
+from engine.store.models import ApiToken, User
+from flow.cli.main import main
 from web import create_app
 from web.api.openapi import api_routes
 

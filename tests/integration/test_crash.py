@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import pytest
 import sqlalchemy as sa
 
-from engine.coordinator import Coordinator
-from engine.messaging import Broker
+from engine.runtime.coordinator import Coordinator
+from engine.runtime.messaging import Broker
 from engine.settings import Settings
 from tests.integration.http_sink import Sink
 
@@ -48,12 +48,12 @@ workflow crash_work(base: string, i: int) {
 
 def _flow(*args: str) -> list[str]:
     """The ``flow`` CLI of this checkout, run by this interpreter."""
-    return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())", *args]
+    return [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())", *args]
 
 
 @pytest.fixture(scope="module")
 def settings(postgres_url: str, amqp_url: str) -> Settings:
-    from engine import db
+    from engine.store import db
 
     db.upgrade(postgres_url)
     return Settings.from_env({"DATABASE_URL": postgres_url, "BROKER_URL": amqp_url,
@@ -72,8 +72,8 @@ def env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def store(settings: Settings) -> Any:
-    from engine.db import make_engine
     from engine.store import Store
+    from engine.store.db import make_engine
 
     return Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds)
 

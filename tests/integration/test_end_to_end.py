@@ -14,9 +14,10 @@ from typing import Any, Iterator
 import kombu
 import pytest
 
-from engine.contracts import RESULT_QUEUE, TASK_EXCHANGE, ResultMessage, TaskMessage, dead_letter_queue
-from engine.coordinator import Coordinator
-from engine.messaging import Broker
+from engine.core.contracts import RESULT_QUEUE, TASK_EXCHANGE, ResultMessage, TaskMessage
+from engine.runtime.coordinator import Coordinator
+from engine.runtime.messaging import Broker
+from engine.runtime.topology import dead_letter_queue
 from engine.settings import Settings
 from tests.integration.http_sink import Request, Sink
 
@@ -81,7 +82,7 @@ workflow order_saga(base: string, order_id: string) {
 
 @pytest.fixture(scope="module")
 def settings(postgres_url: str, amqp_url: str) -> Settings:
-    from engine import db
+    from engine.store import db
 
     db.upgrade(postgres_url)
     return Settings.from_env({
@@ -93,8 +94,8 @@ def settings(postgres_url: str, amqp_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def store(settings: Settings) -> Any:
-    from engine.db import make_engine
     from engine.store import Store
+    from engine.store.db import make_engine
 
     return Store(make_engine(settings.database_url), lease_seconds=settings.lease_seconds)
 

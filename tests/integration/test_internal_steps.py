@@ -11,16 +11,15 @@ import uuid
 from typing import Any
 
 import pytest
-
 from sqlalchemy import Engine, select
 
-from engine import store_internal
-from engine.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
-from engine.errors import IllegalTransition, NotFound
-from engine.models import Run, Task
+from engine.core.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
+from engine.core.errors import IllegalTransition, NotFound
 from engine.settings import Settings
-from engine.store import OutboxMessage, Store
-from engine.store_common import Writes
+from engine.store import OutboxMessage, Store, internal_steps
+from engine.store.models import Run, Task
+from engine.store.planning import plan_runs
+from engine.store.writes import Writes
 from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration
@@ -304,7 +303,7 @@ def test_replaying_the_dispatch_does_not_start_a_second_child(store: Store, engi
     with engine.begin() as conn:  # the same dispatch set up again (same task, same fencing token)
         run = dict(conn.execute(select(Run.__table__).where(Run.__table__.c.id == run_id)).mappings().one())
         replay = {**sub, "status": "pending"}
-        store_internal.prepare(ctx, conn, run, replay, Writes(), ctx.now())
+        internal_steps.prepare(ctx, conn, run, replay, Writes(), ctx.now(), plan_runs)
         assert replay["status"] == "processing"
     store.run_timers()
     assert [c["id"] for c in children(engine, run_id)] == [child["id"]]

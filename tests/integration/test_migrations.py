@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-from engine import db
-from engine.models import Base
+from engine.store import db
+from engine.store.models import Base
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Retention (``engine.store_prune``, ``flow prune``) on PostgreSQL (and SQLite).
+"""Retention (``engine.store.prune``, ``flow prune``) on PostgreSQL (and SQLite).
 
 Runs are driven through the real store with an injected clock: old ones finish 60 days ago, live
 ones are still running (some started just as long ago). The prune must delete only what finished
@@ -12,15 +12,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, select
 
-from engine import db
-from engine.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
-from engine.models import DeadLetter, Run, Task, TaskLog
-from engine.store import OutboxMessage, Store
-from engine.store_prune import parse_age, prune
+from engine.core.contracts import TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
+from engine.store import OutboxMessage, Store, db
+from engine.store.models import DeadLetter, Run, Task, TaskLog
+from engine.store.prune import parse_age, prune
 from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration
@@ -139,7 +137,7 @@ def test_a_parent_run_waits_for_its_child_runs(engine: Engine) -> None:
 
 
 def test_flow_prune_command(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.cli import main
+    from flow.cli.main import main
 
     db.upgrade(postgres_url)
     monkeypatch.setenv("DATABASE_URL", postgres_url)

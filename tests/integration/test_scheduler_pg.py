@@ -1,6 +1,6 @@
 """Two schedulers on the real PostgreSQL, one SIGKILLed and restarted over and over.
 
-Each scheduler is a separate process running ``engine.scheduler.Scheduler`` on a real clock with
+Each scheduler is a separate process running ``engine.runtime.scheduler.Scheduler`` on a real clock with
 fast ``every`` schedules. What a fire starts is written by a launcher that is idempotent only by
 looking its key up before inserting, into a table *without* a unique key: so two schedulers
 launching the same fire at the same moment would show up as two rows. Only the schedule row
@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from dsl.spec import Schedule
-from engine import db
-from engine.schedules import Timing, fires
-from engine.store_schedules import ScheduleStore
+from engine.core.timing import Timing, fires
+from engine.store import db
+from engine.store.schedules import ScheduleStore
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +39,10 @@ KILL_PHASE = 15.0  # seconds of SIGKILL and restart
 CHILD = r'''
 import os, signal, sys, threading, time
 from sqlalchemy import text
-from engine import db
-from engine.scheduler import Scheduler
+from engine.store import db
+from engine.runtime.scheduler import Scheduler
 from engine.settings import Settings
-from engine.store_schedules import ScheduleStore
+from engine.store.schedules import ScheduleStore
 
 url, schema = sys.argv[1], sys.argv[2]
 engine = db.make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
@@ -212,7 +212,7 @@ workflow nightly(x: string = "a") {
 
 def test_deployed_schedules_start_runs_of_the_store_once_per_fire_time(pg) -> None:
     from engine.store import Store
-    from engine.store_schedules import StoreLauncher, deploy_with_schedules
+    from engine.store.schedule_deploys import StoreLauncher, deploy_with_schedules
 
     engine, _url, _schema = pg
     now = [datetime(2026, 3, 28, 23, 0, tzinfo=timezone.utc).timestamp()]  # an injected clock

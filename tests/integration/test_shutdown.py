@@ -26,13 +26,14 @@ from typing import Any
 import kombu
 import pytest
 
-from engine import db
-from engine.contracts import TaskMessage, results_queue, task_exchange, task_queue
+from engine.core.contracts import TaskMessage
+from engine.runtime.topology import results_queue, task_exchange, task_queue
+from engine.store import db
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOW = [sys.executable, "-c", "from engine.cli import main; main()"]
+FLOW = [sys.executable, "-c", "from flow.cli.main import main; main()"]
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ import uuid
 from typing import Any
 
 import pytest
-
 from sqlalchemy import Engine, event, func, select
 
-from engine.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
-from engine.errors import CompileFailed, Conflict, IllegalTransition, InvalidParams, NotFound
-from engine.models import DeadLetter, Outbox, Task
+from engine.core.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, Failure, ResultMessage, TaskMessage
+from engine.core.errors import CompileFailed, Conflict, IllegalTransition, InvalidParams, NotFound
 from engine.store import OutboxMessage, Store
+from engine.store.models import DeadLetter, Outbox, Task
 from tests.integration.conftest import Clock
 
 pytestmark = pytest.mark.integration

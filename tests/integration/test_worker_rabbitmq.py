@@ -13,11 +13,12 @@ from typing import Any, Callable, Iterator
 import kombu
 import pytest
 
-from engine import contracts
-from engine.contracts import ResultMessage, TaskMessage
+from engine.core.contracts import ResultMessage, TaskMessage
+from engine.runtime import topology
 from engine.settings import Settings
 from workers.consumer import Worker
-from workers.registry import Registry, TaskContext
+from workers.handler_api import TaskContext
+from workers.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +54,10 @@ def broker(amqp_url: str) -> Iterator[kombu.Connection]:
     """A test-side connection; the topology is declared and every queue starts empty."""
     with kombu.Connection(amqp_url) as conn:
         channel = conn.default_channel
-        queues = [contracts.task_queue(t) for t in TASK_TYPES]
-        queues += [contracts.results_queue(), contracts.dead_letter_queue()]
-        contracts.task_exchange().bind(channel).declare()
-        contracts.dead_letter_exchange().bind(channel).declare()
+        queues = [topology.task_queue(t) for t in TASK_TYPES]
+        queues += [topology.results_queue(), topology.dead_letter_queue()]
+        topology.task_exchange().bind(channel).declare()
+        topology.dead_letter_exchange().bind(channel).declare()
         for queue in queues:
             queue.bind(channel).declare()
             queue.bind(channel).purge()
@@ -106,7 +107,7 @@ def task(task_type: str, payload: dict[str, Any], **extra: Any) -> TaskMessage:
 
 
 def publish(conn: kombu.Connection, *messages: TaskMessage | str) -> None:
-    producer = kombu.Producer(conn.default_channel, exchange=contracts.task_exchange(), auto_declare=False)
+    producer = kombu.Producer(conn.default_channel, exchange=topology.task_exchange(), auto_declare=False)
     for message in messages:
         body, key = (message.encode(), message.task_type) if isinstance(message, TaskMessage) else (message, "noop")
         producer.publish(body, routing_key=key, content_type="application/json", delivery_mode=2)
@@ -137,7 +138,7 @@ def read(conn: kombu.Connection, queue: kombu.Queue, count: int, timeout: float 
 
 def results(conn: kombu.Connection, count: int, timeout: float = 15.0) -> dict[str, list[ResultMessage]]:
     by_task: dict[str, list[ResultMessage]] = {}
-    for message in read(conn, contracts.results_queue(), count, timeout):
+    for message in read(conn, topology.results_queue(), count, timeout):
         result = ResultMessage.decode(message.body)
         by_task.setdefault(result.task_id, []).append(result)
     return by_task
@@ -201,7 +202,7 @@ def test_missing_secret_is_invalid_input_naming_the_secret(broker, start_worker)
 def test_undecodable_message_goes_to_the_dead_letter_queue(broker, start_worker) -> None:
     start_worker()
     publish(broker, "this is not json")
-    dead = read(broker, contracts.dead_letter_queue(), 1)
+    dead = read(broker, topology.dead_letter_queue(), 1)
     assert dead[0].body in (b"this is not json", "this is not json")
     # The worker is still healthy afterwards.
     after = task("noop", {"output": 1})
@@ -227,7 +228,7 @@ def test_stop_finishes_what_it_can_and_hands_back_the_rest(broker, start_worker,
     time.sleep(1.0)  # past the grace period
 
     # then the stuck task is handed back to its queue, marked redelivered, and no result was sent.
-    back = read(broker, contracts.task_queue("slow"), 1)
+    back = read(broker, topology.task_queue("slow"), 1)
     assert TaskMessage.decode(back[0].body).task_id == stuck.task_id
     assert back[0].delivery_info.get("redelivered") is True
     with pytest.raises(AssertionError):
@@ -298,7 +299,7 @@ def test_sigterm_stops_a_worker_process_and_hands_back_its_task(broker, amqp_url
 
         # then it exits cleanly within the grace period, and the task is back in its queue.
         assert process.wait(timeout=10) == 0
-        back = read(broker, contracts.task_queue("http_request"), 1)
+        back = read(broker, topology.task_queue("http_request"), 1)
         assert TaskMessage.decode(back[0].body).task_id == message.task_id
     finally:
         if process.poll() is None:

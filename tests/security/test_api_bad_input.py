@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from engine.contracts import ResultMessage
+from engine.core.contracts import ResultMessage
 from engine.settings import Settings
 from web import create_app
 
@@ -29,7 +29,7 @@ workflow bad_input(n: int, who: string = "x") {
 
 @pytest.fixture(scope="module")
 def app(postgres_url: str) -> Iterator[Flask]:
-    from engine import db
+    from engine.store import db
 
     db.upgrade(postgres_url)
     yield create_app({"TESTING": True}, settings=Settings(
@@ -156,7 +156,7 @@ def test_double_retry_click_and_compensate_on_running(app: Flask, client: FlaskC
     # A failed run, retried twice at once: one retry, one 409
     run_id = _start(client)
     task = store.get_run(run_id)["steps"][0]["task_id"]
-    from engine.contracts import Failure
+    from engine.core.contracts import Failure
 
     store.apply_results([ResultMessage(task, 1, 1, "failed", error=Failure("http.4xx", "no", False), worker="t")])
     assert store.get_run(run_id)["status"] == "failed"
@@ -172,8 +172,8 @@ def test_double_retry_click_and_compensate_on_running(app: Flask, client: FlaskC
 
 
 def _store(app: Flask) -> Any:
-    from engine.db import make_engine
     from engine.store import Store
+    from engine.store.db import make_engine
 
     with app.app_context():
         from web.api.context import store

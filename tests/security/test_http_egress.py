@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from engine.contracts import TaskMessage
+from engine.core.contracts import TaskMessage
 from engine.settings import Settings
 from workers.handlers import http
-from workers.registry import HandlerError, TaskContext
+from workers.handler_api import HandlerError, TaskContext
 
 CONNECTS: list[Any] = []
 

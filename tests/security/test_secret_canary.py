@@ -11,7 +11,8 @@ import kombu
 import pytest
 import sqlalchemy as sa
 
-from engine import contracts
+from engine.core import contracts
+from engine.runtime import topology
 from engine.settings import Settings
 from tests.faults.harness import Cluster
 from tests.faults.sink import FaultSink
@@ -49,9 +50,9 @@ def test_canary_secret_never_leaks(postgres_url: str, amqp_url: str) -> None:
         # A copy of every message: tasks and results (flow.tasks) and dead letters (flow.dead).
         with kombu.Connection(c.broker_url) as conn:
             channel = conn.channel()
-            contracts.task_exchange().bind(channel).declare()
-            contracts.dead_letter_exchange().bind(channel).declare()
-            spy = kombu.Queue("canary-spy", exchange=contracts.task_exchange(), routing_key="http_request",
+            topology.task_exchange().bind(channel).declare()
+            topology.dead_letter_exchange().bind(channel).declare()
+            spy = kombu.Queue("canary-spy", exchange=topology.task_exchange(), routing_key="http_request",
                               channel=channel, auto_delete=False)
             spy.declare()
             spy.bind_to(exchange=contracts.TASK_EXCHANGE, routing_key=contracts.RESULT_QUEUE)

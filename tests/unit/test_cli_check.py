@@ -9,7 +9,7 @@ import types
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
+from flow.cli.main import main
 
 GOOD = 'workflow w() {\n  step a: http { url: "https://x.example" }\n}\n'
 WARN = "workflow w() {\n  step a: noop { when false }\n}\n"

@@ -33,7 +33,7 @@ def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def flow(*args: str) -> "CliRunner.invoke":
-    from engine.cli import main
+    from flow.cli.main import main
 
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

@@ -8,6 +8,7 @@ checks hit endpoints and ports that exist.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -15,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import os
-
 import pytest
-
 import yaml  # noqa: E402  (a test dependency)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +42,7 @@ def _env_names_read(path: Path) -> set[str]:
 def known_variables() -> set[str]:
     names = _env_names_read(ROOT / "engine" / "settings.py")
     names |= _env_names_read(ROOT / "web" / "__init__.py")  # FLOW_API_READ_AUTH and friends
-    names |= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}  # engine/tracing.py
+    names |= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}  # engine/observability/tracing.py
     return names
 
 
@@ -104,7 +102,7 @@ def test_the_environment_builds_valid_settings(compose: dict[str, Any]) -> None:
 
 def _resolve_command(args: list[str]) -> click.Command:
     """The click command ``args`` names, with its options parsed (raises on an unknown one)."""
-    from engine.cli import main
+    from flow.cli.main import main
 
     command: click.Command = main
     rest = list(args)

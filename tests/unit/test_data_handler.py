@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from engine.contracts import TaskMessage
+from engine.core.contracts import TaskMessage
 from engine.settings import Settings
 from workers.handlers import data
-from workers.registry import HandlerError, TaskContext
+from workers.handler_api import HandlerError, TaskContext
 
 SETTINGS = Settings(database_url="sqlite://", broker_url="memory://")
 

@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from engine.contracts import TaskMessage
+from engine.core.contracts import TaskMessage
 from engine.settings import Settings
 from workers.handlers import http
-from workers.registry import HandlerError, TaskContext
+from workers.handler_api import HandlerError, TaskContext
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -40,7 +40,7 @@ def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_run_local_sleeps_then_runs_a_subflow(embedded: Path) -> None:
-    from engine.cli import main
+    from flow.cli.main import main
 
     started = time.monotonic()
     result = CliRunner().invoke(main, ["run", "nested.flow", "-w", "outer", "--local", "--json",

@@ -1,4 +1,4 @@
-"""Structured logs (``engine.logging_setup``): the JSON shape, the terminal format, no secrets."""
+"""Structured logs (``engine.observability.logs``): the JSON shape, the terminal format, no secrets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.logging_setup import log_context, setup_logging
+from engine.observability.logs import log_context, setup_logging
 from engine.settings import Settings
 
 ENV = {

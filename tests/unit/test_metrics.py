@@ -1,4 +1,4 @@
-"""Prometheus metrics (``engine.metrics``, ``/metrics``): observations, scrape-time state, servers."""
+"""Prometheus metrics (``engine.observability.metrics``, ``/metrics``): observations, scrape-time state, servers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine import metrics
-from engine.contracts import ResultMessage
+from engine.core.contracts import ResultMessage
+from engine.observability import metrics
 from engine.settings import Settings
 
 
@@ -88,7 +88,7 @@ def test_slash_metrics_on_the_web_app(tmp_path: Any) -> None:
 def test_queue_depths_by_passive_declare(amqp_url: str) -> None:
     import kombu
 
-    from engine.contracts import task_queue
+    from engine.runtime.topology import task_queue
 
     with kombu.Connection(amqp_url) as conn:
         queue = task_queue("metrics_probe")(conn.default_channel)

@@ -1,4 +1,4 @@
-"""engine.planner: the DAG walk, fan-out, failure and saga (pure, no I/O).
+"""engine.core.planner.walk: the DAG walk, fan-out, failure and saga (pure, no I/O).
 
 Specs are built from the dataclasses of ``dsl.spec`` with expression trees as dicts, so these tests
 do not depend on the parser. A small in-memory store (``Run``) applies the planner's actions the way
@@ -14,8 +14,7 @@ from typing import Any, Iterable
 import pytest
 
 from dsl.spec import Compensation, ForEach, Retry, StepSpec, WorkflowSpec
-from engine.planner import next_actions
-from engine.planner_types import (
+from engine.core.planner.view import (
     COMPENSATION,
     ON_FAILURE,
     STEP,
@@ -27,7 +26,8 @@ from engine.planner_types import (
     SetRunStatus,
     TaskView,
 )
-from engine.states import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus, can_run
+from engine.core.planner.walk import next_actions
+from engine.core.states import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus, can_run
 
 R = RunStatus
 T = TaskStatus
@@ -121,7 +121,7 @@ class Run:
 
 
 def apply(view: RunView, actions: Iterable[Action], ids: Iterable[int], seq: Iterable[int]) -> RunView:
-    """The store's side of the contract, written independently of ``engine.planner_apply``."""
+    """The store's side of the contract, written independently of ``engine.core.planner.apply``."""
     tasks = list(view.tasks)
     keys = {(t.kind, t.step, t.item) for t in tasks}
     status, error = view.status, view.error

@@ -1,9 +1,9 @@
 """The run output sees the final state of every step, fan-outs included."""
 
 from dsl import compile_source
-from engine import planner
-from engine.planner_types import RunView, SetRunStatus, TaskView
-from engine.states import RunStatus, TaskStatus
+from engine.core.planner import walk as planner
+from engine.core.planner.view import RunView, SetRunStatus, TaskView
+from engine.core.states import RunStatus, TaskStatus
 
 SOURCE = """
 workflow demo(xs: list<int> = [1, 2, 3]) {

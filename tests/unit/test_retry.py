@@ -1,4 +1,4 @@
-"""engine.retry: error classes, backoff and the retry decision (pure, no I/O)."""
+"""engine.core.retry: error classes, backoff and the retry decision (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dsl.spec import DEFAULT_RETRYABLE_ERRORS, Retry
-from engine.contracts import Failure
-from engine.retry import backoff_delay, decide, error_matches
+from engine.core.contracts import Failure
+from engine.core.retry import backoff_delay, decide, error_matches
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from croniter import croniter
 
-from engine.schedules import (
+from engine.core.timing import (
     MAX_MISSED_RECORDED,
     ScheduleError,
     Timing,
@@ -67,7 +67,7 @@ def test_new_york_0130_in_the_repeated_hour_fires_once_at_its_first_occurrence()
 
 
 def test_croniter_alone_fires_the_repeated_time_twice() -> None:
-    """Why the walk does not use croniter's own time-zone support (see engine/schedules.py)."""
+    """Why the walk does not use croniter's own time-zone support (see engine/core/timing.py)."""
     start = datetime(2026, 10, 24, 12, tzinfo=zone("Europe/Berlin"))
     walk = croniter("30 2 * * *", start)
     first, second = walk.get_next(datetime), walk.get_next(datetime)
@@ -264,7 +264,7 @@ def test_a_one_off_time_before_1970_is_refused_not_an_overflow():
 
     import pytest
 
-    from engine.schedules import ScheduleError, Timing
+    from engine.core.timing import ScheduleError, Timing
 
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
     with pytest.raises(ScheduleError, match="before 1970"):
@@ -274,7 +274,7 @@ def test_a_one_off_time_before_1970_is_refused_not_an_overflow():
 def test_a_long_outage_back_to_1970_records_missed_fires_without_overflow():
     from datetime import datetime, timezone
 
-    from engine.schedules import Timing, due_fires
+    from engine.core.timing import Timing, due_fires
 
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""Tracing (``engine.tracing``): off without an endpoint (nothing imported), and run → step → attempt.
+"""Tracing (``engine.observability.tracing``): off without an endpoint (nothing imported), and run → step → attempt.
 
 Each case runs in a fresh interpreter: OpenTelemetry's tracer provider is process-global.
 """
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 OFF = """
 import sys
-from engine import tracing
+from engine.observability import tracing
 row = {"id": "t1", "run_id": "r1", "step": "a", "item": None}
 assert tracing.task_headers(row) == {}
 with tracing.span("x") as s:
@@ -28,7 +28,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("opentelemetry"))
 
 ON = """
 from datetime import datetime, timezone
-from engine import tracing
+from engine.observability import tracing
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -7,8 +7,8 @@ import time
 
 import kombu
 
-from engine import contracts
-from engine.contracts import ResultMessage, TaskMessage
+from engine.runtime import topology
+from engine.core.contracts import ResultMessage, TaskMessage
 from engine.settings import Settings
 from workers.consumer import Worker
 
@@ -21,7 +21,7 @@ def test_worker_runs_tasks_on_the_memory_transport() -> None:
     try:
         assert worker.consuming.wait(5)
         with kombu.Connection(url) as conn:
-            producer = kombu.Producer(conn.default_channel, exchange=contracts.task_exchange())
+            producer = kombu.Producer(conn.default_channel, exchange=topology.task_exchange())
             tasks = [TaskMessage(f"t{i}", "noop", 1, 1, {"output": i}, f"k{i}") for i in range(3)]
             tasks.append(TaskMessage("d", "data_processing", 1, 1, {"operation": "batch", "input": [1, 2, 3], "size": 2}, "kd"))
             for message in tasks:
@@ -32,7 +32,7 @@ def test_worker_runs_tasks_on_the_memory_transport() -> None:
                 got.append(ResultMessage.decode(message.body))
                 message.ack()
 
-            with kombu.Consumer(conn.default_channel, queues=[contracts.results_queue()], on_message=on_message):
+            with kombu.Consumer(conn.default_channel, queues=[topology.results_queue()], on_message=on_message):
                 deadline = time.monotonic() + 10
                 while len([r for r in got if r.status != "started"]) < 4 and time.monotonic() < deadline:
                     try:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future
 
-from engine.contracts import ResultMessage, TaskMessage
+from engine.core.contracts import ResultMessage, TaskMessage
 from engine.settings import Settings
 from workers.consumer import TaskClock, Worker, _InFlight
-from workers.registry import TaskContext
+from workers.handler_api import TaskContext
 
 
 class _Delivery:

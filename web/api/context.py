@@ -17,7 +17,7 @@ class Services:
     settings: Settings
     store: Any  # engine.store.Store; typed loosely so the app builds while the store lands
     db: Any  # sqlalchemy.Engine, for the health check
-    schedules: Any  # engine.store_schedules.ScheduleStore
+    schedules: Any  # engine.store.schedules.ScheduleStore
     read_auth: bool = False
 
 

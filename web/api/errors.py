@@ -56,9 +56,9 @@ def not_found(what: str, ident: object) -> ApiError:
 
 
 def _engine_error(exc: Exception) -> ApiError | None:
-    """Translate an ``engine.errors`` exception, or None if ``exc`` is not one."""
+    """Translate an ``engine.core.errors`` exception, or None if ``exc`` is not one."""
     try:
-        from engine import errors
+        from engine.core import errors
     except ImportError:  # the engine package is being written; nothing to translate yet
         return None
     if not isinstance(exc, errors.EngineError):
@@ -88,8 +88,8 @@ def engine_error_body(exc: Exception) -> dict[str, Any]:
 
 def _domain_error(exc: Exception) -> ApiError | None:
     """Errors of the schedule modules: a bad schedule → 422, an unknown one → 404."""
-    from engine.schedules import ScheduleError
-    from engine.store_schedules import ScheduleNotFound
+    from engine.core.timing import ScheduleError
+    from engine.store.schedule_values import ScheduleNotFound
 
     if isinstance(exc, ScheduleError):
         return ApiError(422, "invalid_schedule", str(exc))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response
 
-from engine.queries_api import ping_broker, ping_database
+from engine.store.probes import ping_broker, ping_database
 from web.api.context import services
 from web.api.operations import operation
 from web.api.render import json_response
@@ -58,7 +58,7 @@ def health() -> Response:
                 "down, the outbox keeps the messages.",
 )
 def ready() -> Response:
-    from engine.db import current_revision, head_revision
+    from engine.store.db import current_revision, head_revision
 
     flow = services()
     checks: dict[str, Any] = {"database": _check("database", lambda: ping_database(flow.db))}

@@ -16,9 +16,9 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from engine.core.states import TaskStatus
 from engine.settings import Settings
-from engine.states import TaskStatus
-from web.api.context import store, services
+from web.api.context import services, store
 from web.api.operations import operation
 from web.api.render import json_response
 

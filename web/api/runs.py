@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Blueprint, Response, url_for
 
-from engine.errors import InvalidParams
+from engine.core.errors import InvalidParams
 from web.api import schemas
-from web.api.errors import ApiError
 from web.api.context import store
+from web.api.errors import ApiError
 from web.api.operations import operation
 from web.api.render import json_response, plain
 from web.api.timeparse import parse_time

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.states import RunStatus, TaskStatus
+from engine.core.states import RunStatus, TaskStatus
 
 Schema = dict[str, Any]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from engine.store.schedule_deploys import deploy_with_schedules
 from web.api import schemas
-from engine.store_schedules import deploy_with_schedules
 from web.api.context import services, store
 from web.api.errors import ApiError, diagnostic_json, not_found
 from web.api.operations import operation

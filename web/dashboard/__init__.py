@@ -3,7 +3,7 @@
 ``init_app(app)`` mounts it at ``/`` (``web.create_app`` calls it). Every page needs a login; every
 mutating request needs the session's CSRF token; responses carry a Content-Security-Policy without
 ``unsafe-inline``. One URL serves a page and its fragment: views branch on ``HX-Request``
-(``render.page``). The views stay thin over ``engine.store.Store`` and ``engine.queries_dashboard``.
+(``render.page``). The views stay thin over ``engine.store.Store`` and ``engine.store.dashboard``.
 """
 
 from __future__ import annotations

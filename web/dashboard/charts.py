@@ -19,7 +19,7 @@ def _nice_max(value: int) -> int:
 
 
 def activity_svg(buckets: Sequence[dict[str, Any]]) -> str:
-    """``buckets`` from ``engine.queries_dashboard.activity``: one per minute, oldest first."""
+    """``buckets`` from ``engine.store.dashboard.activity``: one per minute, oldest first."""
     count = max(1, len(buckets))
     peak = _nice_max(max((b["completed"] + b["failed"] for b in buckets), default=0) or 1)
     plot_w = WIDTH - PAD_LEFT - PAD_RIGHT

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, request, url_for
 
-from engine.errors import Conflict, IllegalTransition
+from engine.core.errors import Conflict, IllegalTransition
 from web.api.context import store
 from web.dashboard.render import is_htmx, page
 

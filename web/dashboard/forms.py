@@ -2,7 +2,7 @@
 
 Each param becomes a field whose input suits its type (text, whole number, number, true/false, or
 JSON for lists and objects); ``parse`` turns the submitted text back into values and says, per
-field, what is wrong. ``engine.params`` has the last word when the run starts.
+field, what is wrong. ``engine.core.params`` has the last word when the run starts.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.params import type_problem
+from engine.core.params import type_problem
 
 _QUOTED_NAME = re.compile(r"'([^']+)'")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
-from engine import queries_dashboard as queries
-from engine.queries_api import ping_database
+from engine.store import dashboard as queries
+from engine.store.probes import ping_database
 from web.api.context import services
 from web.api.queue_manager import overload
 from web.dashboard.charts import activity_svg

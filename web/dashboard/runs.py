@@ -11,9 +11,9 @@ from flask import Blueprint, Response, abort, flash, redirect, request, url_for
 
 from dsl import graph as dsl_graph
 from dsl.spec import WorkflowSpec
-from engine import queries_dashboard as queries
-from engine.errors import Conflict, IllegalTransition, InvalidParams
-from engine.states import RunStatus
+from engine.core.errors import Conflict, IllegalTransition, InvalidParams
+from engine.core.states import RunStatus
+from engine.store import dashboard as queries
 from web.api.context import services, store
 from web.dashboard.charts import timeline_svg
 from web.dashboard.render import LIVE_RUN, LIVE_TASK, inline_svg, is_htmx, page

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, url_for
 
-from engine.store_schedules import ScheduleNotFound
+from engine.store.schedule_values import ScheduleNotFound
 from web.api.context import services
 from web.dashboard.render import is_htmx, page
 

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import Conflict, IllegalTransition, InvalidParams, NotFound
+from engine.core.errors import Conflict, IllegalTransition, InvalidParams, NotFound
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"

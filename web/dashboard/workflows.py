@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, redirect, request, url_for
 import dsl
 from dsl import graph as dsl_graph
 from dsl.spec import WorkflowSpec
-from engine.errors import InvalidParams
+from engine.core.errors import InvalidParams
 from web.api.context import store
 from web.dashboard import forms
 from web.dashboard.highlight import highlight

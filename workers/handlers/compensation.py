@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping
 
-from workers.registry import InvalidInput, TaskContext, UnknownTaskType
+from workers.handler_api import InvalidInput, TaskContext, UnknownTaskType
 
 
 def handle(task: TaskContext) -> Any:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping
 
+from workers.handler_api import InvalidInput, TaskContext
 from workers.handlers import data_ops
-from workers.registry import InvalidInput, TaskContext
 
 MAX_BYTES = 1 << 20
 

@@ -16,7 +16,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from dsl import evaluator
-from workers.registry import InvalidInput
+from workers.handler_api import InvalidInput
 
 MAX_REPORTED_ERRORS = 5
 _METRIC = re.compile(r"^\s*(sum|avg|min|max|count)\(\s*([A-Za-z_][\w.]*)?\s*\)\s*$")

@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 import httpx
 
-from engine.contracts import Failure
-from workers.registry import HandlerError, InvalidInput, TaskContext
+from engine.core.contracts import Failure
+from workers.handler_api import HandlerError, InvalidInput, TaskContext
 from workers.ssrf import Refused, Resolver, Target, system_resolver, vet_url
 
 DEFAULT_TIMEOUT = 30.0

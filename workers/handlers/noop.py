@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.registry import TaskContext
+from workers.handler_api import TaskContext
 
 
 def handle(task: TaskContext) -> Any:

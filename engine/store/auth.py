@@ -1,0 +1,226 @@
+"""API tokens and dashboard users, stored hashed.
+
+Tokens are 32 random bytes (``flow_`` + URL-safe base64); only their SHA-256 is stored, plus a short
+prefix to tell them apart in ``flow token list``. A hash of a high-entropy token needs no salt or
+slow hash: nobody can brute-force 256 bits. Passwords are low-entropy, so they get Werkzeug's salted
+scrypt. Roles are ordered: ``viewer`` (read) < ``operator`` (start, retry, cancel, compensate,
+requeue) < ``admin`` (deploy, schedules, tokens, users).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from engine.core.errors import Conflict, InvalidParams, NotFound
+from engine.store.context import StoreContext, aware, iso, new_id
+from engine.store.db import read_only
+from engine.store.models import ApiToken, User
+
+api_tokens = cast(Table, ApiToken.__table__)
+users = cast(Table, User.__table__)
+
+ROLES = ("viewer", "operator", "admin")
+TOKEN_PREFIX = "flow_"
+SHOWN_PREFIX_LENGTH = len(TOKEN_PREFIX) + 6
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
+MIN_PASSWORD_LENGTH = 8
+# last_used_at is a hint for people, not an audit log: write it at most once a minute per token, so
+# that a busy client does not turn every read into a write.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+# check_password_hash runs against this for unknown users, so that a wrong username costs as long as
+# a wrong password (no way to learn which usernames exist from the timing).
+_DUMMY_HASH = generate_password_hash("flow-dummy-password", method="scrypt")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A dashboard user, without the password hash."""
+
+    id: str
+    username: str
+    role: str
+    disabled: bool
+    created_at: str | None
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidParams([f"role {role!r} is not one of {', '.join(ROLES)}"])
+    return role
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: hex SHA-256."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+def create_token(ctx: StoreContext, name: str, role: str) -> tuple[str, str]:
+    """Create a token; ``(id, token)``. The token is returned only here, never stored in clear."""
+    _check_role(role)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidParams(["token name must be 1 to 200 characters"])
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = new_id()
+    with ctx.engine.begin() as conn:
+        conn.execute(api_tokens.insert().values(
+            id=token_id, user_id=None, name=name, token_hash=hash_token(token),
+            prefix=token[:SHOWN_PREFIX_LENGTH], role=role, created_at=ctx.now(),
+        ))
+    return token_id, token
+
+
+def revoke_token(ctx: StoreContext, token_id: str) -> None:
+    """Revoke a token (at once: the next request with it gets 401). Revoking twice is a no-op.
+
+    Raises:
+        NotFound: no token with this id.
+    """
+    with ctx.engine.begin() as conn:
+        found = conn.execute(select(api_tokens.c.id).where(api_tokens.c.id == token_id)).first()
+        if found is None:
+            raise NotFound("token", token_id, "see `flow token list`")
+        conn.execute(update(api_tokens)
+                     .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                     .values(revoked_at=ctx.now()))
+
+
+def list_tokens(ctx: StoreContext, include_revoked: bool = True) -> list[dict[str, Any]]:
+    """Every token, oldest first, with its prefix (never its hash)."""
+    statement = select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.id)
+    if not include_revoked:
+        statement = statement.where(api_tokens.c.revoked_at.is_(None))
+    with read_only(ctx.engine) as conn:
+        rows = conn.execute(statement).mappings().all()
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "prefix": r["prefix"],
+            "role": r["role"],
+            "created_at": iso(r["created_at"]),
+            "last_used_at": iso(r["last_used_at"]),
+            "revoked_at": iso(r["revoked_at"]),
+        }
+        for r in rows
+    ]
+
+
+def authenticate_token(ctx: StoreContext, token: str) -> str | None:
+    """The role of an active token, or None (unknown or revoked)."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    digest = hash_token(token)
+    # One statement, no transaction around it (on PostgreSQL: no BEGIN and ROLLBACK round trips);
+    # every API request makes this read.
+    conn_ = (ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") if ctx.is_postgres
+             else read_only(ctx.engine))
+    with conn_ as conn:
+        row = conn.execute(
+            select(api_tokens.c.id, api_tokens.c.token_hash, api_tokens.c.role,
+                   api_tokens.c.revoked_at, api_tokens.c.last_used_at)
+            .where(api_tokens.c.token_hash == digest)
+        ).mappings().first()
+    # The index finds the row by hash; comparing the hash again in constant time costs nothing and
+    # keeps the check independent of how the database compares strings.
+    if row is None or not hmac.compare_digest(row["token_hash"], digest) or row["revoked_at"] is not None:
+        return None
+    now = ctx.now()
+    last = aware(row["last_used_at"])
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        with ctx.engine.begin() as conn:
+            conn.execute(update(api_tokens).where(api_tokens.c.id == row["id"]).values(last_used_at=now))
+    return str(row["role"])
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+def _user_info(row: Any) -> UserInfo:
+    return UserInfo(id=row["id"], username=row["username"], role=row["role"], disabled=bool(row["disabled"]),
+                    created_at=iso(row["created_at"]))
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidParams([f"password must be at least {MIN_PASSWORD_LENGTH} characters"])
+
+
+def create_user(ctx: StoreContext, username: str, password: str, role: str) -> UserInfo:
+    """Create a dashboard user.
+
+    Raises:
+        InvalidParams: bad username, short password or unknown role.
+        Conflict: the username is taken.
+    """
+    _check_role(role)
+    if not USERNAME.match(username):
+        raise InvalidParams(["username must be 1 to 150 letters, digits or . _ @ -"])
+    _check_password(password)
+    row = {"id": new_id(), "username": username, "password_hash": generate_password_hash(password, method="scrypt"),
+           "role": role, "disabled": False, "created_at": ctx.now()}
+    try:
+        with ctx.engine.begin() as conn:
+            conn.execute(users.insert().values(**row))
+    except IntegrityError:
+        raise Conflict(f"user {username!r} already exists") from None
+    return _user_info(row)
+
+
+def authenticate_user(ctx: StoreContext, username: str, password: str) -> UserInfo | None:
+    """The user if the password is right and the user is not disabled, else None."""
+    with read_only(ctx.engine) as conn:
+        row = conn.execute(select(users).where(users.c.username == username)).mappings().first()
+    if row is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password_hash(row["password_hash"], password) or row["disabled"]:
+        return None
+    return _user_info(row)
+
+
+def _update_user(ctx: StoreContext, username: str, **values: Any) -> None:
+    with ctx.engine.begin() as conn:
+        changed = conn.execute(update(users).where(users.c.username == username).values(**values)).rowcount
+    if not changed:
+        raise NotFound("user", username, "see `flow user list`")
+
+
+def set_password(ctx: StoreContext, username: str, password: str) -> None:
+    """Replace a user's password. Raises NotFound or InvalidParams (too short)."""
+    _check_password(password)
+    _update_user(ctx, username, password_hash=generate_password_hash(password, method="scrypt"))
+
+
+def disable_user(ctx: StoreContext, username: str) -> None:
+    """Disable a user: their password no longer logs in. Raises NotFound."""
+    _update_user(ctx, username, disabled=True)
+
+
+def list_users(ctx: StoreContext) -> list[UserInfo]:
+    """Every user, by username."""
+    with read_only(ctx.engine) as conn:
+        rows = conn.execute(select(users).order_by(users.c.username)).mappings().all()
+    return [_user_info(r) for r in rows]
+
+
+def token_name(ctx: StoreContext, token: str) -> str | None:
+    """The name of an active API token (for ``by`` of an approval), else None."""
+    with ctx.engine.connect() as conn:
+        row = conn.execute(
+            select(api_tokens.c.name, api_tokens.c.revoked_at).where(api_tokens.c.token_hash == hash_token(token))
+        ).first()
+    return str(row.name) if row is not None and row.revoked_at is None else None

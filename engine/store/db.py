@@ -1,0 +1,126 @@
+"""Database engines and schema migrations.
+
+``make_engine`` gives each backend the settings it needs; ``upgrade`` applies the Alembic migrations
+shipped inside the package, so ``flow db upgrade`` works from any directory, without an
+``alembic.ini`` next to it.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``, configured for the backend.
+
+    SQLite (the embedded default): creates the data directory, turns on WAL (readers don't block the
+    writer) and foreign keys, and waits up to 30 s for the write lock instead of failing at once.
+    PostgreSQL: checks pooled connections before use, so a restarted server costs one reconnect,
+    not a failed transaction.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            directory = os.path.dirname(os.path.abspath(database))
+            os.makedirs(directory, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_recycle": 1800,
+    }
+    options.update(kwargs)
+    return create_engine(url, **options)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling issues BEGIN lazily (and not before SELECT); take it
+        # over so that a transaction starts at the first statement, like on PostgreSQL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: two transactions that read then write can never
+        # both read the same state (SQLite's answer to SELECT ... FOR UPDATE). Reads marked
+        # ``read_only`` (see ``read_only``) start a plain deferred transaction and, under WAL,
+        # never wait for the writer.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "flow_read_only"
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reads only (queries): on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+def _as_engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:
+    if isinstance(engine_or_url, Engine):
+        return engine_or_url, False
+    return make_engine(engine_or_url), True
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration of the migrations packaged in ``engine/migrations``."""
+    config = Config()
+    location = resources.files("engine.store") / "migrations"
+    config.set_main_option("script_location", str(location))
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this version of Flow."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (default: the newest). Safe to run again."""
+    engine, owned = _as_engine(engine_or_url)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def current_revision(engine_or_url: Engine | str) -> str | None:
+    """The migration the database is at, or None for an empty database."""
+    engine, owned = _as_engine(engine_or_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def is_up_to_date(engine_or_url: Engine | str) -> bool:
+    """True when the database has every migration of this version of Flow (else: flow db upgrade)."""
+    return current_revision(engine_or_url) == head_revision()

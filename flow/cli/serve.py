@@ -1,0 +1,75 @@
+"""``flow serve``: the web app (JSON API and dashboard) on ``PORT`` (default 3030), served by waitress.
+
+``flow/cli/main.py`` owns the ``flow`` group and registers this command with ``serve.register(main)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import click
+
+from engine.settings import Settings, SettingsError
+
+log = logging.getLogger("flow.serve")
+
+
+def _default_host(settings: Settings) -> str:
+    # The embedded default takes mutations without a token (see docs/api.md), so it listens on
+    # loopback only; a configured deployment listens on every interface.
+    return "127.0.0.1" if settings.embedded else "0.0.0.0"
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Interface to listen on. Default: 127.0.0.1 on the embedded "
+              "default (no token needed there), else 0.0.0.0.")
+@click.option("--port", type=int, default=None, help="Port. Default: PORT, else 3030.")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Request threads. Each holds at most one database connection at a time.")
+@click.option("--dev", is_flag=True, help="Flask's development server with the reloader (never in production).")
+def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
+    """Serve the JSON API (and the dashboard) over HTTP."""
+    from engine.store import db
+    from web import create_app
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not settings.embedded and not db.is_up_to_date(settings.database_url):
+        raise click.ClickException("the database is not at the newest schema; run `flow db upgrade` first")
+    if not settings.api_token and not settings.embedded:
+        click.echo("warning: FLOW_API_TOKEN is not set: every mutation will be refused with 401", err=True)
+    if not logging.getLogger().handlers:
+        from engine.observability.logs import setup_logging
+
+        setup_logging(settings)
+    app = create_app(settings=settings)
+    host = host or _default_host(settings)
+    port = port or settings.port
+    if dev:
+        app.run(host=host, port=port, debug=True)
+        return
+    from waitress import serve as waitress_serve
+
+    click.echo(f"flow serve: listening on http://{host}:{port} (API under /api)", err=True)
+    _stop_on_sigterm()
+    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=2 * 1024 * 1024,
+                   ident="flow")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops waitress like Ctrl-C: its loop catches KeyboardInterrupt, lets the request
+    threads finish their request, and ``serve`` returns (exit status 0)."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        log.info("received SIGTERM; stopping after the requests in progress")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def register(group: click.Group) -> None:
+    """Register ``serve`` on the ``flow`` group."""
+    group.add_command(serve)
