@@ -17,8 +17,8 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import IntegrityError
 
 from engine.core.errors import Conflict, InvalidParams, NotFound
-from engine.store.context import StoreContext, runs, to_datetime
-from engine.store.documents import run_documents
+from engine.store.context import StoreContext, to_datetime
+from engine.store.documents import run_document, run_documents
 from engine.store.outbox import notify_outbox
 from engine.store.planning import plan_runs
 from engine.store.run_rows import run_row
@@ -139,14 +139,24 @@ def _start_many(
         if key:
             by_key[key] = outcome
         outcomes.append(outcome)
+    planned: dict[str, list[dict[str, Any]]] = {}
     if fresh:
-        conn.execute(runs.insert(), list(fresh.values()))
-        plan_runs(ctx, conn, fresh, Writes(), now)
-        notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
+        # Planned before they are inserted: each run goes in once, already running (see
+        # ``Writes.new_runs``), with its first tasks and their outbox messages.
+        # NOTIFY with the flush: a coordinator relays the first steps now, not at its next poll.
+        writes = Writes(new_runs=dict(fresh), notify_outbox=ctx.is_postgres)
+        plan_runs(ctx, conn, fresh, writes, now, task_rows=planned)
+        if writes.notify_outbox:  # nothing was left to flush with it
+            notify_outbox(ctx, conn)
     if documents:
-        docs = run_documents(ctx, conn, [o.run_id for o in outcomes if o.run_id])
+        # New runs from memory (what was just written); runs of keys used before from the database.
+        docs = run_documents(ctx, conn, [o.run_id for o in outcomes if o.run_id and o.run_id not in fresh])
         for outcome in outcomes:
-            if outcome.run_id:
+            if outcome.run_id in fresh:
+                run = fresh[outcome.run_id]
+                rows = sorted(planned.get(outcome.run_id, []), key=lambda r: (r["created_at"], r["id"]))
+                outcome.document = run_document(spec_of(ctx, conn, run["workflow_version_id"]), run, rows)
+            elif outcome.run_id:
                 outcome.document = docs[outcome.run_id]
     return outcomes
 
