@@ -277,6 +277,11 @@ class Store:
     def list_tokens(self) -> list[dict[str, Any]]:
         return auth.list_tokens(self._ctx)
 
+    def notifications(self) -> Any:
+        """This process's database notifications (``engine.store.listen``): ``subscribe(channel,
+        callback)``, ``on_reset(callback)``, ``healthy``. Started on first use."""
+        return self._ctx.notifications()
+
     def authenticate_token(self, token: str) -> str | None:
         """The role of an active token, else None (unknown or revoked)."""
         return auth.authenticate_token(self._ctx, token)

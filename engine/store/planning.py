@@ -32,7 +32,8 @@ from engine.store.task_rows import (
     task_view,
 )
 from engine.store.versions import load_specs, spec_of
-from engine.store.writes import RUN_DONE_CHANNEL, Writes
+from engine.store.listen import LOCAL, RUN_DONE_CHANNEL
+from engine.store.writes import Writes
 
 # The planner plans until it needs a worker's result, so a second call normally returns nothing;
 # this bound only stops a planner bug from looping forever inside a transaction.
@@ -211,6 +212,7 @@ def _run_status_done(run: dict[str, Any], target: RunStatus, values: dict[str, A
     if target in TERMINAL_RUN_STATUSES:
         metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc()
         tracing.emit_run(run, now)
+        LOCAL.deliver(RUN_DONE_CHANNEL, run["id"])  # the embedded default's waiters (PostgreSQL: NOTIFY)
 
 
 def defer_run_status(

@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Connection, Table, text
 
 from engine.core.states import TERMINAL_RUN_STATUSES
 from engine.store.context import dead_letters, outbox, runs, task_logs, tasks
+from engine.store.listen import RUN_DONE_CHANNEL
 
 
 @dataclass
@@ -136,8 +137,6 @@ class Writes:
 # A flush of at most this many rows goes in one statement (PostgreSQL); larger ones keep
 # SQLAlchemy's multi-row inserts (a few round trips for thousands of rows).
 TOGETHER_MAX = 5000
-# ``pg_notify`` channel of runs that reached a terminal status (``GET /api/runs/ID?wait=`` listens).
-RUN_DONE_CHANNEL = "flow_run_done"
 # The outbox relay's channel (``engine.store.outbox.OUTBOX_CHANNEL``; repeated here, below it).
 OUTBOX_CHANNEL = "flow_outbox"
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_RUN_STATUSES, key=lambda s: s.value))

@@ -115,10 +115,28 @@ def _page(page: Any) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>")
-@operation("A run with every step and attempt", tag="runs", role="viewer",
-           responses={200: ("The run document", "Run"), **RUN_ERRORS})
+@operation("A run with every step and attempt; with ?wait=, once it is terminal", tag="runs", role="viewer",
+           query=schemas.GET_RUN_QUERY,
+           description="With `wait`, the answer comes when the run reaches a terminal status (at once if "
+                       "it has) or when the time is up, whichever is first; the status tells which.",
+           responses={200: ("The run document", "Run"), 400: ("Bad wait", "Error"), **RUN_ERRORS,
+                      503: ("Too many waiting requests on this server: poll, or retry shortly", "Error")})
 def get(run_id: str) -> Response:
-    return json_response(run_document(run_id))
+    args = query_args(schemas.GET_RUN_QUERY)
+    if "wait" not in args:
+        return json_response(run_document(run_id))
+    from web.api.waiting import parse_wait, waiters
+
+    seconds = parse_wait(args["wait"])
+    try:
+        document = waiters().wait(run_id, seconds, lambda: run_document(run_id))
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        response = json_response({"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
+                                 503, {"Retry-After": "1"})
+        return response
+    return json_response(document)
 
 
 @bp.get("/runs/<run_id>/logs")

@@ -181,6 +181,16 @@ LIST_RUNS_QUERY: Schema = {
     },
 }
 
+GET_RUN_QUERY: Schema = {
+    "type": "object",
+    "properties": {
+        "wait": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m)?\s*$",
+                 "description": "Hold the request until the run is terminal or this much time passed "
+                                "(`30s`, `500ms`, `1m`, or seconds; at most 60 s). 503 `too_many_waiters` "
+                                "when the server already holds as many waiting requests as it allows."},
+    },
+}
+
 GRAPH_QUERY: Schema = {
     "type": "object",
     "properties": {"version": {"type": "integer", "minimum": 1}},
