@@ -234,7 +234,7 @@ def defer_run_status(
         return False
     values = _status_values(run, target, now, output, error)
     if run["id"] in writes.new_runs:  # not inserted yet: the row goes in as planned
-        _run_status_done(run, target, values, now)
+        _run_status_done(run, target, values, now, writes.after_commit.append)
         return True
     pending = writes.run_updates.get(run["id"])
     if pending is None:
