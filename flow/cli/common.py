@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import click
 
+from engine.core.errors import CompileFailed
 from engine.settings import Settings, SettingsError, redact_url
 
 log = logging.getLogger("flow.cli")
@@ -75,7 +76,10 @@ def wait_for_database(settings: Settings, attempt: Callable[[], T], *, role: str
             if not unreachable(exc):
                 raise
             tries += 1
-            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            from sqlalchemy.exc import DBAPIError  # loaded only once a database was needed
+
+            cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+            reason = (str(cause).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("%s: the database at %s is unreachable (%s); retrying in %.1fs (try %d)",
                         role, redact_url(settings.database_url), reason, delay, tries)
             if sleep(delay):
@@ -131,13 +135,12 @@ def open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: boo
     return Store(engine, lease_seconds=settings.lease_seconds, max_deliveries=settings.max_deliveries)
 
 
-def render_compile_failure(exc: Any, source: str) -> str:
+def render_compile_failure(exc: CompileFailed, source: str) -> str:
     from dsl.errors import render_diagnostic
 
-    diagnostics = getattr(exc, "diagnostics", None) or []
-    if not diagnostics:
+    if not exc.diagnostics:
         return str(exc)
-    return "\n".join(render_diagnostic(d, source) for d in diagnostics)
+    return "\n".join(render_diagnostic(d, source) for d in exc.diagnostics)
 
 
 def deploy_file(store: Any, path: str, step_types: Mapping[str, Any] | None = None) -> list[Any]:

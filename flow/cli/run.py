@@ -145,7 +145,7 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
         try:
             run_id = store.start_run(name, run_params, version=version)
         except InvalidParams as exc:
-            problems = getattr(exc, "problems", None) or [str(exc)]
+            problems = exc.problems or [str(exc)]
             raise click.ClickException(
                 "invalid parameters:\n  " + "\n  ".join(str(p) for p in problems)
             ) from None

@@ -155,11 +155,9 @@ def test_each_cell_compiles_as_the_table_says(place: str, name: str) -> None:
     assert errors[0].span.line == line and column <= errors[0].span.column < column + len(expr), result.render()
 
 
-@pytest.mark.parametrize("place", list(PLACES))
+@pytest.mark.parametrize("place", [p for p in PLACES if any(code is OK for code in TABLE[p].values())])
 def test_each_accepted_cell_runs_on_the_embedded_default(place: str, embedded: Path) -> None:
     accepted = [NAMES[name] for name, code in TABLE[place].items() if code is OK]
-    if not accepted:
-        pytest.skip(f"no name may be read in {place}")
     source = workflow(place, accepted)
     assert dsl.compile_source(source, "t.flow").ok, dsl.compile_source(source, "t.flow").render()
 
