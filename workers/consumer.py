@@ -233,7 +233,10 @@ class Worker:
             pass
         # Deliveries are handled here, not in the kombu callback: a publish with confirms inside the
         # callback would nest a synchronous AMQP wait inside frame dispatch, which py-amqp deadlocks on.
-        while self._received:
+        # Once stopping, they wait for ``_drain_for_shutdown``, after the consumer is cancelled: handed
+        # back here, each copy (and each ack's freed prefetch slot) would bring another delivery, and
+        # the worker would circulate its queue instead of stopping.
+        while self._received and not self.stop_event.is_set():
             self._on_message(self._received.pop(0))
         connection.heartbeat_check()
         self._publish_finished()
@@ -242,10 +245,9 @@ class Worker:
 
     def _drain_for_shutdown(self, connection: kombu.Connection) -> None:
         # Deliveries not yet handled or still queued in the pool have not started: hand them back
-        # as copies (a requeue would mark them redelivered, which counts as a worker death).
-        while self._received:
-            message = self._received.pop(0)
-            self._hand_back_raw(message)
+        # as copies (a requeue would mark them redelivered, which counts as a worker death). The
+        # consumer is cancelled, so no new deliveries come while this runs.
+        self._hand_back_received()
         if self._suspect is not None:
             self._hand_back(*self._suspect)
             self._suspect = None
@@ -260,6 +262,11 @@ class Worker:
             log.warning("handing back task %s: still running after the grace period", entry.task.task_id)
             entry.message.requeue()
         self._inflight.clear()
+        self._hand_back_received()  # delivered before the cancel took effect, kept by the pumps above
+
+    def _hand_back_received(self) -> None:
+        while self._received:
+            self._hand_back_raw(self._received.pop(0))
 
     # -- per message (on the connection thread) --------------------------------------------
 
@@ -270,9 +277,6 @@ class Worker:
             # Dead-lettered, not requeued: a message we cannot read would loop forever otherwise.
             log.error("rejecting undecodable message to the dead-letter queue: %s", exc)
             message.reject(requeue=False)
-            return
-        if self.stop_event.is_set():
-            self._hand_back(message, task)
             return
         if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
             return
