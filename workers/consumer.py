@@ -221,13 +221,13 @@ class Worker:
             if sock is None:
                 connection.drain_events(timeout=BUSY_POLL if self._inflight else IDLE_POLL)
             else:
-                ready = select.select([sock, self._wake_r], [], [], BUSY_TICK)[0]
+                ready = select.select([sock.fileno(), self._wake_r], [], [], BUSY_TICK)[0]
                 if self._wake_r in ready:
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
                         pass
-                if sock in ready:
+                if sock.fileno() in ready:
                     connection.drain_events(timeout=BUSY_POLL)
         except socket.timeout:
             pass
@@ -312,10 +312,13 @@ class Worker:
         """The broker socket, if waiting on it with ``select`` cannot miss a frame: a plain TCP
         py-amqp transport with nothing buffered (it reads exactly the bytes of a frame). Else None
         (the in-memory transport, TLS), and the pump polls with ``drain_events`` as before."""
-        transport = getattr(connection.connection, "transport", None)
-        if type(transport).__name__ != "TCPTransport" or getattr(transport, "_read_buffer", b"x"):
+        if connection.transport.driver_type != "amqp":
             return None
-        return getattr(transport, "sock", None)
+        transport = connection.connection.transport  # py-amqp's
+        if type(transport).__name__ != "TCPTransport" or transport._read_buffer:
+            return None
+        sock: socket.socket | None = transport.sock
+        return sock
 
     def _start_alone(self) -> None:
         """Start the waiting suspect once no other handler runs; resume normal intake after it.

@@ -115,9 +115,9 @@ class Writes:
                         f"FROM jsonb_populate_recordset(NULL::{table.name}, CAST(:{name} AS jsonb)){tail})")
             params[name] = json.dumps(rows, default=_json_default)
         expected = 0
-        for index, (keys, data) in enumerate(_run_update_groups(self.run_updates).items()):
+        for index, (columns, data) in enumerate(_run_update_groups(self.run_updates).items()):
             name = f"u{index}"
-            ctes.append(f"{name} AS ({_run_update_sql(keys, name)} RETURNING r.id, r.status)")
+            ctes.append(f"{name} AS ({_run_update_sql(columns, name)} RETURNING r.id, r.status)")
             params[name] = json.dumps(data)
             counts.append(f"(SELECT count(*) FROM {name})")
             counts.append(f"(SELECT count(pg_notify('{RUN_DONE_CHANNEL}', id)) FROM {name} "

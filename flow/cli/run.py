@@ -196,7 +196,7 @@ def _pick_workflow(deployed: Sequence[Any], wanted: str | None, file: str) -> st
             )
         return wanted
     if len(names) == 1:
-        return names[0]
+        return str(names[0])
     if not names:
         raise click.ClickException(f"{file} declares no workflow")
     raise click.UsageError(f"{file} declares several workflows ({', '.join(names)}); choose one with --workflow")
@@ -269,10 +269,10 @@ def follow_run(store: Any, run_id: Any, echo: Progress, timeout: float | None, *
             run_status = document.get("status")
             echo.line(f"run {run_status}", run_status)
         if run_status in TERMINAL_RUN:
-            return document
+            return dict(document)
         if deadline is not None and time.monotonic() >= deadline:
             echo.line(f"gave up following after {timeout}s; the run goes on (status {run_status})")
-            return document
+            return dict(document)
         if hint and not hinted and not seen and time.monotonic() - echo.started > 10:
             hinted = True
             echo.line("no step has started after 10s: are `flow coordinator` and `flow worker` running "

@@ -119,4 +119,4 @@ def waiters() -> Waiters:
                     current_app.config.get("FLOW_MAX_WAITERS", 8))
                 found = Waiters(services().store, limit)
                 current_app.extensions["flow_waiters"] = found
-    return found  # type: ignore[no-any-return]
+    return found
