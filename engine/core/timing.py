@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from engine.core.errors import EngineError
+
 UTC = timezone.utc
 Kind = Literal["cron", "every", "at"]
 
@@ -46,8 +48,9 @@ _MAX_CRON_STEPS = 100_000
 _TINY = timedelta(microseconds=1)
 
 
-class ScheduleError(ValueError):
-    """A schedule cannot be used (bad cron expression, unknown time zone, bad time)."""
+class ScheduleError(EngineError, ValueError):
+    """A schedule cannot be used (bad cron expression, unknown time zone, bad time). Also a
+    ``ValueError``, as it was before the engine's errors had one base."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol, Sequence
 
 from engine.core import timing as timing_rules
+from engine.core.errors import NotFound
 from engine.core.timing import ScheduleError, Timing
 
 UTC = timezone.utc
@@ -90,11 +91,11 @@ class ScheduleInfo:
         }
 
 
-class ScheduleNotFound(LookupError):
-    """No schedule has this id."""
+class ScheduleNotFound(NotFound, LookupError):
+    """No schedule has this id (a ``NotFound``; also a ``LookupError``, as it was before)."""
 
     def __init__(self, schedule_id: str) -> None:
-        super().__init__(f"schedule {schedule_id!r} doesn't exist")
+        super().__init__("schedule", schedule_id)
         self.schedule_id = schedule_id
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from engine.core import errors
+from engine.core.timing import ScheduleError
+
 log = logging.getLogger(__name__)
 
 # Werkzeug's status codes, named the way clients match on them.
@@ -56,26 +59,25 @@ def not_found(what: str, ident: object) -> ApiError:
 
 
 def _engine_error(exc: Exception) -> ApiError | None:
-    """Translate an ``engine.core.errors`` exception, or None if ``exc`` is not one."""
-    try:
-        from engine.core import errors
-    except ImportError:  # the engine package is being written; nothing to translate yet
-        return None
+    """Translate an ``engine.core.errors.EngineError`` (every error the engine raises on purpose,
+    the schedules' included), or None if ``exc`` is not one."""
     if not isinstance(exc, errors.EngineError):
         return None
     message = str(exc) or type(exc).__name__
     if isinstance(exc, errors.NotFound):
         return ApiError(404, "not_found", message)
     if isinstance(exc, errors.IllegalTransition):
-        return ApiError(409, "illegal_transition", message, _fields(exc, "entity", "id", "current", "target"))
+        return ApiError(409, "illegal_transition", message, {
+            "entity": exc.entity, "id": exc.id, "current": exc.current, "target": exc.target})
     if isinstance(exc, errors.InvalidParams):
-        problems = list(getattr(exc, "problems", None) or [message])
-        return ApiError(422, "invalid_params", message, problems)
+        return ApiError(422, "invalid_params", message, exc.problems or [message])
     if isinstance(exc, errors.CompileFailed):
-        diagnostics = [diagnostic_json(d) for d in getattr(exc, "diagnostics", ())]
+        diagnostics = [diagnostic_json(d) for d in exc.diagnostics]
         return ApiError(422, "compile_failed", "The workflow source does not compile.", diagnostics)
     if isinstance(exc, errors.Conflict):
         return ApiError(409, "conflict", message)
+    if isinstance(exc, ScheduleError):
+        return ApiError(422, "invalid_schedule", message)
     return ApiError(400, "bad_request", message)
 
 
@@ -84,27 +86,6 @@ def engine_error_body(exc: Exception) -> dict[str, Any]:
     batch start answers each entry's error this way)."""
     error = _engine_error(exc) or ApiError(400, "bad_request", str(exc) or type(exc).__name__)
     return {"code": error.code, "message": error.message, "details": error.details}
-
-
-def _domain_error(exc: Exception) -> ApiError | None:
-    """Errors of the schedule modules: a bad schedule → 422, an unknown one → 404."""
-    from engine.core.timing import ScheduleError
-    from engine.store.schedule_values import ScheduleNotFound
-
-    if isinstance(exc, ScheduleError):
-        return ApiError(422, "invalid_schedule", str(exc))
-    if isinstance(exc, ScheduleNotFound):
-        return ApiError(404, "not_found", str(exc))
-    return None
-
-
-def _fields(exc: Exception, *names: str) -> dict[str, Any] | None:
-    found = {name: _plain(getattr(exc, name)) for name in names if getattr(exc, name, None) is not None}
-    return found or None
-
-
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value) if not isinstance(value, (str, int, float, bool)) else value
 
 
 def _unavailable(exc: Exception) -> ApiError | None:
@@ -170,7 +151,7 @@ def register_error_handlers(app: Flask) -> None:
     def handle_exception(exc: Exception) -> Any:
         if not _is_api_request():
             raise exc  # the dashboard keeps Flask's own 500 page
-        translated = _engine_error(exc) or _domain_error(exc) or _unavailable(exc)
+        translated = _engine_error(exc) or _unavailable(exc)
         if translated is not None:
             if translated.status == 503:
                 log.warning("service unavailable during %s %s: %s", request.method, request.path, type(exc).__name__)
