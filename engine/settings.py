@@ -8,6 +8,7 @@ transport, so that ``flow run`` works on a machine with nothing installed.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import quote
@@ -165,12 +166,32 @@ class Settings:
             metrics_port=_int(env, "FLOW_METRICS_PORT", 0, 0),
             metrics_host=env.get("FLOW_METRICS_HOST") or "127.0.0.1",
             retention_days=_float(env, "FLOW_RETENTION_DAYS", 0.0, 0.0),
-            secrets={
-                key[len("FLOW_SECRET_"):]: value
-                for key, value in env.items()
-                if key.startswith("FLOW_SECRET_") and key != "FLOW_SECRET_KEY"
-            },
+            secrets=step_secrets(env),
         )
+
+
+STEP_SECRET_PREFIX = "FLOW_STEP_SECRET_"
+# The older prefix, which collided with FLOW_SECRET_KEY (a setting, not a secret of the steps):
+# still read, with a warning, for one release.
+OLD_STEP_SECRET_PREFIX = "FLOW_SECRET_"
+NOT_STEP_SECRETS = frozenset({"FLOW_SECRET_KEY"})
+
+
+def step_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``secrets.NAME`` for the workflows: ``FLOW_STEP_SECRET_NAME``, and the deprecated
+    ``FLOW_SECRET_NAME`` (a warning names each; the new spelling wins when both are set)."""
+    found: dict[str, str] = {}
+    old = sorted(key for key in env if key.startswith(OLD_STEP_SECRET_PREFIX) and key not in NOT_STEP_SECRETS)
+    for key in old:
+        found[key[len(OLD_STEP_SECRET_PREFIX):]] = env[key]
+    if old:
+        renamed = ", ".join(f"{key} -> {STEP_SECRET_PREFIX}{key[len(OLD_STEP_SECRET_PREFIX):]}" for key in old)
+        warnings.warn(f"the FLOW_SECRET_ prefix for step secrets is deprecated and will be removed in the "
+                      f"next release; rename {renamed}", FutureWarning, stacklevel=3)
+    for key, value in env.items():
+        if key.startswith(STEP_SECRET_PREFIX):
+            found[key[len(STEP_SECRET_PREFIX):]] = value
+    return found
 
 
 def redact_url(url: str) -> str:

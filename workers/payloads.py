@@ -22,7 +22,7 @@ class Secrets(dict[str, str]):
     def get(self, key: str, default: Any = None) -> Any:
         if key not in self:
             raise evaluator.EvaluationError(
-                f"secret {key!r} is not configured; set FLOW_SECRET_{key} in the worker's environment"
+                f"secret {key!r} is not configured; set FLOW_STEP_SECRET_{key} in the worker's environment"
             )
         return super().get(key)
 

@@ -7,8 +7,9 @@ or ``auto`` (JSON unless stderr is a terminal). A JSON line has ``time`` (UTC, I
 ``extra=`` or from ``log_context`` (a contextvar the worker sets around each task); other ``extra=``
 fields are kept too.
 
-Every line goes through ``SecretMasker`` first: the values of ``FLOW_SECRET_*``, the API token, the
-session key, the passwords of the database and broker URLs, and any ``Bearer`` token become ``***``.
+Every line goes through ``SecretMasker`` first: the values of ``FLOW_STEP_SECRET_*`` (and of the
+deprecated ``FLOW_SECRET_*``), the API token, the session key, the passwords of the database and
+broker URLs, and any ``Bearer`` token become ``***``.
 """
 
 from __future__ import annotations

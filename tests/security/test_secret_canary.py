@@ -44,7 +44,7 @@ workflow canary(base: string) {
 
 def test_canary_secret_never_leaks(postgres_url: str, amqp_url: str) -> None:
     sink = Sink().start()
-    c = Cluster(coordinators=1, workers=1, env={"FLOW_SECRET_CANARY": CANARY, "FLOW_LOG_FORMAT": "json"})
+    c = Cluster(coordinators=1, workers=1, env={"FLOW_STEP_SECRET_CANARY": CANARY, "FLOW_LOG_FORMAT": "json"})
     seen: list[str] = []
     try:
         # A copy of every message: tasks and results (flow.tasks) and dead letters (flow.dead).

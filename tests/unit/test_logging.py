@@ -15,7 +15,7 @@ from engine.settings import Settings
 
 ENV = {
     "FLOW_LOG_FORMAT": "json",
-    "FLOW_SECRET_STRIPE_KEY": "sk_live_abcdef123456",
+    "FLOW_STEP_SECRET_STRIPE_KEY": "sk_live_abcdef123456",
     "FLOW_API_TOKEN": "tok-0123456789",
     "DATABASE_URL": "postgresql+psycopg2://flow:db-p%40ss-word@db:5432/flow",
 }

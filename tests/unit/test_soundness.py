@@ -34,7 +34,7 @@ def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FLOW_SECRET_TOKEN", "s3cret")
+    monkeypatch.setenv("FLOW_STEP_SECRET_TOKEN", "s3cret")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
