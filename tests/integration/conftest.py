@@ -1,9 +1,10 @@
-"""Fixtures shared by the store-level integration tests: a migrated database per test, on
-PostgreSQL (its own schema in the session's database) and on SQLite (a new file), and a clock the
-test moves by hand."""
+"""Fixtures shared by the integration tests: a migrated database per test, on PostgreSQL (its own
+schema in the session's database) and on SQLite (a new file), a clock the test moves by hand, the
+store on both (``store``), and the store on the session's PostgreSQL database (``pg_store``)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from engine.store import db
+from engine.store import OutboxMessage, Store, db
 
 
 class Clock:
@@ -52,3 +53,26 @@ def engine(request: pytest.FixtureRequest, tmp_path: Any, postgres_url: str) -> 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def store(engine: Engine, clock: Clock) -> Store:
+    """A store on ``engine`` (both dialects) with the test's clock and a seeded random source."""
+    return Store(engine, clock=clock, rng=random.Random(7), lease_seconds=30.0)
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres_url: str) -> Iterator[Store]:
+    """A store on the session's PostgreSQL database (migrated), shared by a module's tests."""
+    db.upgrade(postgres_url)
+    engine = db.make_engine(postgres_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+def relay(store: Store) -> list[OutboxMessage]:
+    """Everything in the outbox, as the broker would receive it."""
+    sent: list[OutboxMessage] = []
+    while store.relay_outbox(sent.extend, limit=100):
+        pass
+    return sent

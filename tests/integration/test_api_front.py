@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -36,11 +36,8 @@ workflow {name}(i: int) {{
 
 
 @pytest.fixture(scope="module")
-def store(postgres_url: str) -> Iterator[Store]:
-    db.upgrade(postgres_url)
-    engine = db.make_engine(postgres_url)
-    yield Store(engine)
-    engine.dispose()
+def store(pg_store: Store) -> Store:
+    return pg_store
 
 
 @pytest.fixture

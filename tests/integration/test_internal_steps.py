@@ -20,7 +20,7 @@ from engine.store import OutboxMessage, Store, internal_steps
 from engine.store.models import Run, Task
 from engine.store.planning import plan_runs
 from engine.store.writes import Writes
-from tests.integration.conftest import Clock
+from tests.integration.conftest import Clock, relay
 
 pytestmark = pytest.mark.integration
 
@@ -65,17 +65,10 @@ workflow napper(n: int) {
 
 
 @pytest.fixture
-def store(engine: Engine, clock: Clock) -> Store:
-    s = Store(engine, clock=clock, rng=random.Random(7), lease_seconds=30.0)
-    s.deploy(SOURCE, "internal.flow")
-    return s
-
-
-def relay(store: Store) -> list[OutboxMessage]:
-    sent: list[OutboxMessage] = []
-    while store.relay_outbox(sent.extend, limit=100):
-        pass
-    return sent
+def store(store: Store) -> Store:
+    """The shared store with this module's workflows deployed."""
+    store.deploy(SOURCE, "internal.flow")
+    return store
 
 
 def tasks_of(messages: list[OutboxMessage]) -> list[TaskMessage]:

@@ -4,7 +4,6 @@ them again) counts nothing, so the retried one counts once. On PostgreSQL and SQ
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +12,6 @@ from sqlalchemy import Engine, event
 from engine.core.contracts import Failure
 from engine.observability import metrics
 from engine.store import Store
-from tests.integration.conftest import Clock
 from tests.integration.test_store import RETRY, relay, result, tasks_of
 
 pytestmark = pytest.mark.integration
@@ -27,11 +25,6 @@ workflow after_commit_NAME(n: int) {
 
 def _value(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def store(engine: Engine, clock: Clock) -> Store:
-    return Store(engine, clock=clock, rng=random.Random(7), lease_seconds=30.0)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from engine.core.contracts import DEAD_LETTER_EXCHANGE, TASK_EXCHANGE, Failure, 
 from engine.core.errors import CompileFailed, Conflict, IllegalTransition, InvalidParams, NotFound
 from engine.store import OutboxMessage, Store
 from engine.store.models import DeadLetter, Outbox, Task
-from tests.integration.conftest import Clock
+from tests.integration.conftest import Clock, relay
 
 pytestmark = pytest.mark.integration
 
@@ -66,19 +66,6 @@ workflow one(n: int) {
   step only: http { method: "GET"  url: "https://one.example/${params.n}" }
 }
 """
-
-
-@pytest.fixture
-def store(engine: Engine, clock: Clock) -> Store:
-    return Store(engine, clock=clock, rng=random.Random(7), lease_seconds=30.0)
-
-
-def relay(store: Store) -> list[OutboxMessage]:
-    """Everything in the outbox, as the broker would receive it."""
-    sent: list[OutboxMessage] = []
-    while store.relay_outbox(sent.extend, limit=100):
-        pass
-    return sent
 
 
 def tasks_of(messages: list[OutboxMessage]) -> list[TaskMessage]:

@@ -1,11 +1,11 @@
-"""What the API asked of the store: task ids in the run document, a fan-out's attempts, compensating a
+"""The API over the store: task ids in the run document, a fan-out's attempts, compensating a
 standalone task, and closed dead letters (real PostgreSQL, no coordinator: results are applied
 through the store as the coordinator does)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from engine.core.contracts import Failure, ResultMessage
 from engine.core.errors import IllegalTransition, InvalidParams
 from engine.settings import Settings
-from engine.store import Store, db
+from engine.store import Store
 from engine.store.models import Task
 from web import create_app
 
@@ -38,11 +38,8 @@ workflow {name}(xs: list<int>) {{
 
 
 @pytest.fixture(scope="module")
-def store(postgres_url: str) -> Iterator[Store]:
-    db.upgrade(postgres_url)
-    engine = db.make_engine(postgres_url)
-    yield Store(engine)
-    engine.dispose()
+def store(pg_store: Store) -> Store:
+    return pg_store
 
 
 @pytest.fixture
