@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.core import timing as timing_rules
 from engine.core.errors import EngineError
-from engine.store.models import Schedule, ScheduleFire
+from engine.store.models import Backfill, Schedule, ScheduleFire
 from engine.store.schedule_values import (
     UTC,
     FireOutcome,
@@ -44,6 +44,7 @@ from engine.store.schedule_values import (
 # Typed as tables: the declarative ``__table__`` is a FromClause to type checkers.
 SCHEDULES = cast(Table, Schedule.__table__)
 FIRES = cast(Table, ScheduleFire.__table__)
+BACKFILLS = cast(Table, Backfill.__table__)
 
 
 class ScheduleStore:
@@ -363,6 +364,7 @@ def _insert_fire(conn: Connection, schedule_id: str, fire: datetime, now: dateti
 
 def _delete(conn: Connection, schedule_id: str) -> bool:
     conn.execute(delete(FIRES).where(FIRES.c.schedule_id == schedule_id))
+    conn.execute(delete(BACKFILLS).where(BACKFILLS.c.schedule_id == schedule_id))
     return bool(conn.execute(delete(SCHEDULES).where(SCHEDULES.c.id == schedule_id)).rowcount)
 
 
