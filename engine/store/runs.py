@@ -26,7 +26,7 @@ from engine.store.context import (
 )
 from engine.store.outbox import notify_outbox
 from engine.store.planning import plan_runs, set_run_status
-from engine.store.run_rows import new_run_row
+from engine.store.run_rows import insert_runs, new_run_row
 from engine.store.task_rows import cancel_tasks, lock_runs, new_task_row, queue_log, queue_task_message
 from engine.store.writes import Writes
 
@@ -43,8 +43,9 @@ def start_run(
     idempotency_key: str | None = None,
     scheduled_at: datetime | float | str | None = None,
     parent_run_id: str | None = None,
+    backfill_id: str | None = None,
 ) -> str:
-    """Create a run, evaluate its lets, plan its first steps; the run id."""
+    """Create a run, evaluate its lets and business keys, plan its first steps; the run id."""
     try:
         with ctx.engine.begin() as conn:
             if idempotency_key:
@@ -52,8 +53,8 @@ def start_run(
                 if existing:
                     return existing
             row = new_run_row(ctx, conn, workflow, params, version, idempotency_key,
-                           to_datetime(scheduled_at), parent_run_id)
-            conn.execute(runs.insert().values(**row))
+                              to_datetime(scheduled_at), parent_run_id, backfill_id)
+            insert_runs(conn, [row])
             plan_runs(ctx, conn, {row["id"]: row}, Writes(), row["created_at"])
             notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
             return str(row["id"])

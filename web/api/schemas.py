@@ -149,6 +149,14 @@ LIST_RUNS_QUERY: Schema = {
         "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
         "cursor": {"type": "string", "minLength": 1, "description": "`next_cursor` of the previous page."},
     },
+    "patternProperties": {
+        r"^search\.": {
+            "type": "string", "maxLength": 255, "x-flow-name": "search.{key}",
+            "description": "Runs whose business key KEY (the workflow's `search { KEY: ... }` clause) has "
+                           "this value, compared as text: `?search.order=4711`. Several keys combine with "
+                           "AND (at most 8).",
+        },
+    },
 }
 
 GRAPH_QUERY: Schema = {
@@ -194,6 +202,10 @@ RUN: Schema = {
         "workflow": {},
         "status": {"type": "string", "enum": [s.value for s in RunStatus]},
         "params": {},
+        "search": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "The run's business keys (the workflow's `search` clause), as text."},
+        "backfill_id": {"type": ["string", "null"], "description": "The backfill that started the run, if any."},
+        "scheduled_at": {"type": ["string", "null"], "description": "The fire time that started the run, if any."},
         "steps": {},
         "created_at": TIMESTAMP,
     },
