@@ -273,8 +273,14 @@ class ScheduleFire(Base):
     __tablename__ = "schedule_fires"
     __table_args__ = (
         UniqueConstraint("schedule_id", "fire_time"),
-        # A backfill's queued fires, for the scheduler's pass that starts them (0006).
-        Index(None, "backfill_id", "status"),
+        # The queued fires of backfills, for the scheduler's pass that starts them (0006).
+        Index(
+            "ix_schedule_fires_backfill_queued",
+            "backfill_id",
+            "fire_time",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -160,7 +160,7 @@ class ScheduleStore:
             ).mappings().all()
         return [
             {"fire_time": iso_or_none(as_utc(r["fire_time"])), "status": r["status"] or "fired",
-             "run_id": r["run_id"], "task_id": r["task_id"], "error": r["error"]}
+             "run_id": r["run_id"], "task_id": r["task_id"], "error": r["error"], "backfill_id": r["backfill_id"]}
             for r in rows
         ]
 
@@ -241,7 +241,7 @@ class ScheduleStore:
 
     def _fire_unlocked(self, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
-        launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
+        launched = [(fire, self.launch(row, fire)) for fire in plan.to_fire]
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(SCHEDULES)
@@ -256,7 +256,7 @@ class ScheduleStore:
 
     def _fire(self, conn: Connection, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
-        launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
+        launched = [(fire, self.launch(row, fire)) for fire in plan.to_fire]
         outcome = self._record(conn, row["id"], plan, launched, now)
         conn.execute(
             update(SCHEDULES).where(SCHEDULES.c.id == row["id"])
@@ -272,7 +272,9 @@ class ScheduleStore:
         cursor = max(done) if done else (last or timing_rules.start_cursor(timing))
         return _Plan(to_fire, missed, cursor, timing_rules.next_fire(timing, cursor))
 
-    def _launch(self, row: Row, fire: datetime) -> "_Launch":
+    def launch(self, row: Row, fire: datetime, *, backfill_id: str | None = None) -> "Launch":
+        """Start what schedule ``row`` starts for ``fire``, keyed ``schedule:{id}:{fire}`` so that
+        the same fire launched twice (a retried pass, a backfill) starts one run or task."""
         key = f"schedule:{row['id']}:{fire.isoformat()}"
         try:
             if row["task"] is not None:
@@ -280,19 +282,20 @@ class ScheduleStore:
                 task_id = self.launcher.create_task(
                     task["type"], dict(task.get("payload") or {}), idempotency_key=key, scheduled_at=fire
                 )
-                return _Launch(task_id=task_id)
+                return Launch(task_id=task_id)
             run_id = self.launcher.start_run(
-                row["workflow_name"], dict(row["params"] or {}), idempotency_key=key, scheduled_at=fire
+                row["workflow_name"], dict(row["params"] or {}), idempotency_key=key, scheduled_at=fire,
+                backfill_id=backfill_id,
             )
-            return _Launch(run_id=run_id)
+            return Launch(run_id=run_id)
         except EngineError as exc:
             # Refused for good (workflow gone, params no longer valid): record it, fire the next
             # ones. Anything else (the database is down) rolls back and the next pass retries.
-            return _Launch(error=f"{type(exc).__name__}: {exc}")
+            return Launch(error=f"{type(exc).__name__}: {exc}")
 
     def _record(
         self, conn: Connection, schedule_id: str, plan: "_Plan",
-        launched: Iterable[tuple[datetime, "_Launch"]], now: datetime,
+        launched: Iterable[tuple[datetime, "Launch"]], now: datetime,
     ) -> FireOutcome:
         outcome = FireOutcome()
         for fire in plan.missed:
@@ -319,7 +322,9 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class _Launch:
+class Launch:
+    """What a launch started: a run, a task, or the error that refused it."""
+
     run_id: str | None = None
     task_id: str | None = None
     error: str | None = None

@@ -338,6 +338,48 @@ SCHEDULE: Schema = {
     },
 }
 
+BACKFILL: Schema = {
+    "type": "object",
+    "required": ["from", "to"],
+    "properties": {
+        "from": {"type": "string", "minLength": 1, "description": "First instant of the range, included (ISO 8601; no offset: UTC)."},
+        "to": {"type": "string", "minLength": 1, "description": "End of the range, excluded; not after now."},
+        "max_parallel": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
+                         "description": "At most this many of the backfill's runs in flight; the scheduler starts the rest as they finish. Default: all at once."},
+        "dry_run": {"type": "boolean", "default": False, "description": "Only list the fire times: start nothing."},
+    },
+    "additionalProperties": False,
+}
+
+BACKFILL_RESULT: Schema = {
+    "type": "object",
+    "required": ["schedule_id", "backfill_id", "fire_times", "new", "already", "started", "queued", "dry_run"],
+    "properties": {
+        "schedule_id": ID,
+        "backfill_id": {"type": ["string", "null"], "description": "Null for a dry run or when every fire time had fired already."},
+        "from": TIMESTAMP, "to": TIMESTAMP,
+        "dry_run": {"type": "boolean"},
+        "max_parallel": {"type": ["integer", "null"]},
+        "fire_times": {"type": "array", "items": {"type": "string"}, "description": "Every fire time of the range."},
+        "new": {"type": "array", "items": {"type": "string"}, "description": "Fire times this backfill runs (or would run)."},
+        "already": {"type": "array", "items": {"type": "string"}, "description": "Fire times recorded before: not run again."},
+        "started": {"type": "array", "items": {"type": "object"}, "description": "Fires started now: fire_time, run_id or task_id, error."},
+        "queued": {"type": "integer", "description": "New fires waiting for a slot under max_parallel."},
+    },
+}
+
+BACKFILL_LIST: Schema = {
+    "type": "object",
+    "required": ["backfills"],
+    "properties": {"backfills": {"type": "array", "items": {"type": "object"}}},
+}
+
+SCHEDULE_LIST: Schema = {
+    "type": "object",
+    "required": ["schedules"],
+    "properties": {"schedules": {"type": "array", "items": ref("Schedule")}},
+}
+
 SCHEDULED_LIST: Schema = {
     "type": "object",
     "required": ["tasks"],
@@ -371,4 +413,8 @@ COMPONENTS: dict[str, Schema] = {
     "Health": HEALTH,
     "Schedule": SCHEDULE,
     "ScheduledList": SCHEDULED_LIST,
+    "ScheduleList": SCHEDULE_LIST,
+    "Backfill": BACKFILL,
+    "BackfillResult": BACKFILL_RESULT,
+    "BackfillList": BACKFILL_LIST,
 }

@@ -56,12 +56,13 @@ def upgrade() -> None:
     with op.batch_alter_table('schedule_fires') as batch:
         batch.add_column(sa.Column('backfill_id', sa.String(length=36), nullable=True))
         batch.create_foreign_key(op.f('fk_schedule_fires_backfill_id_backfills'), 'backfills', ['backfill_id'], ['id'])
-        batch.create_index(op.f('ix_schedule_fires_backfill_id_status'), ['backfill_id', 'status'], unique=False)
+    op.create_index('ix_schedule_fires_backfill_queued', 'schedule_fires', ['backfill_id', 'fire_time'], unique=False,
+                    postgresql_where=sa.text("status = 'queued'"), sqlite_where=sa.text("status = 'queued'"))
 
 
 def downgrade() -> None:
+    op.drop_index('ix_schedule_fires_backfill_queued', table_name='schedule_fires')
     with op.batch_alter_table('schedule_fires') as batch:
-        batch.drop_index(op.f('ix_schedule_fires_backfill_id_status'))
         batch.drop_constraint(op.f('fk_schedule_fires_backfill_id_backfills'), type_='foreignkey')
         batch.drop_column('backfill_id')
     with op.batch_alter_table('runs') as batch:
