@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Iterator
 
@@ -122,3 +123,24 @@ def test_the_openapi_document_describes_the_search_parameter(client: FlaskClient
     search = next(p for p in operation["parameters"] if p["name"] == "search.{key}")
     assert search["in"] == "query" and "search.order=4711" in search["description"]
     assert search["schema"] == {"type": "string", "maxLength": 255}
+
+
+def test_the_cli_lists_runs_by_business_key(client: FlaskClient, workflow: str, postgres_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from flow.cli.main import main
+
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    customer = f"cli-{uuid.uuid4().hex[:6]}"
+    run = start(client, workflow, order_id=77, customer=customer)
+    result = CliRunner().invoke(main, ["runs", "list", "--search", f"customer={customer}", "--search", "order=77"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(run["id"]) and f"customer={customer}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    as_json = CliRunner().invoke(main, ["runs", "list", "--search", f"customer={customer}", "--json"])
+    assert [r["id"] for r in json.loads(as_json.output)["runs"]] == [run["id"]]
+    none = CliRunner().invoke(main, ["runs", "list", "--search", f"customer={customer}-nobody"])
+    assert none.exit_code == 0 and none.output.strip() == "no runs match"
+    bad = CliRunner().invoke(main, ["runs", "list", "--search", "order"])
+    assert bad.exit_code == 2 and "write KEY=VALUE" in bad.output
