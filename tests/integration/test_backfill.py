@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -182,3 +183,51 @@ def test_the_cli_backfills_and_a_second_run_starts_nothing(client: FlaskClient, 
     assert bad.exit_code == 1 and "the range is empty" in bad.output
     unknown = runner.invoke(main, ["schedules", "backfill", "nope", *days])
     assert unknown.exit_code == 1 and "schedule 'nope' doesn't exist" in unknown.output
+
+
+def test_two_backfills_of_one_range_at_once_start_each_fire_time_once(client: FlaskClient, store: Store) -> None:
+    import threading
+
+    schedule_id = deploy(client)
+    schedules = ScheduleStore(store.engine, StoreLauncher(store), clock=store.clock)
+    start, end = datetime(2026, 12, 1, tzinfo=timezone.utc), datetime(2027, 1, 1, tzinfo=timezone.utc)
+    results: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def one() -> None:
+        barrier.wait()
+        results.append(backfills.backfill(schedules, schedule_id, start, end))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then the 31 fire times of December started 31 runs between them, none twice
+    assert len(results) == 2
+    started = [s for r in results for s in r.started]
+    assert len(started) == 31 and len({s["fire_time"] for s in started}) == 31
+    assert len({s["run_id"] for s in started}) == 31
+    with store.engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT count(*) FROM runs WHERE idempotency_key LIKE :k"),
+                            {"k": f"schedule:{schedule_id}:%"}).scalar_one()
+    assert runs == 31
+
+
+def test_a_fire_time_the_scheduler_fires_and_a_backfill_queued_is_one_run(client: FlaskClient, store: Store,
+                                                                          clock: Clock) -> None:
+    # Given a backfill that queued the fire time of 2027-01-16 03:00 (its slot taken by the 15th's run)
+    schedule_id = deploy(client, WAITS)
+    schedules = ScheduleStore(store.engine, StoreLauncher(store), clock=store.clock, catchup_window=7 * 86400)
+    clock.advance(86400)  # 2027-01-16T08:00Z
+    result = backfill(client, schedule_id, "2027-01-15T03:00:00Z", "2027-01-16T04:00:00Z", max_parallel=1).json
+    assert [s["fire_time"] for s in result["started"]] == [fire(15)] and result["queued"] == 1
+    # When the scheduler catches up on the same fire time, and then the backfill reaches it too
+    schedules.fire_due()
+    client.post(f"/api/runs/{result['started'][0]['run_id']}/cancel")
+    late = backfills.start_queued(schedules)
+    # Then both got the same run: one run for the fire time
+    with store.engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT id FROM runs WHERE idempotency_key = :k"),
+                           {"k": f"schedule:{schedule_id}:{fire(16)}"}).scalars().all()
+    assert len(ids) == 1 and [s["run_id"] for s in late] == ids
