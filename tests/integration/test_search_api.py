@@ -144,3 +144,22 @@ def test_the_cli_lists_runs_by_business_key(client: FlaskClient, workflow: str, 
     assert none.exit_code == 0 and none.output.strip() == "no runs match"
     bad = CliRunner().invoke(main, ["runs", "list", "--search", "order"])
     assert bad.exit_code == 2 and "write KEY=VALUE" in bad.output
+
+
+def test_a_value_only_known_at_start_must_still_fit_the_index(client: FlaskClient) -> None:
+    name = f"loose_{uuid.uuid4().hex[:8]}"
+    source = f"flow 1\nworkflow {name}(o: object) {{\n  search {{ ref: params.o.ref }}\n  step a: noop {{ output: 1 }}\n}}\n"
+    assert client.post("/api/workflows", json={"source": source}).status_code == 201
+    ok = client.post(f"/api/workflows/{name}/runs", json={"params": {"o": {"ref": "R-1"}}})
+    assert ok.status_code == 201 and ok.json["search"] == {"ref": "R-1"}
+    refused = client.post(f"/api/workflows/{name}/runs", json={"params": {"o": {"ref": [1, 2]}}})
+    assert refused.status_code == 422
+    assert refused.json["error"]["details"] == ["search ref: a search value must be a string, number or boolean, not list"]
+
+
+def test_runs_started_in_bulk_are_indexed_too(store: Store, workflow: str) -> None:
+    customer = f"bulk-{uuid.uuid4().hex[:6]}"
+    ids = store.start_runs(workflow, [{"order_id": i, "customer": customer} for i in range(3)])
+    found = store.list_runs(search={"customer": customer})["runs"]
+    assert sorted(r["id"] for r in found) == sorted(ids)
+    assert [r["id"] for r in store.list_runs(search={"customer": customer, "order": "2"})["runs"]] == [ids[2]]
