@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.core.backfill import backfill_fires, check_range
@@ -213,6 +213,31 @@ def _recorded(conn: Connection, schedule_id: str, start: datetime, end: datetime
     return {as_utc(t): status or "fired" for t, status in rows}
 
 
+class BackfillNotFound(LookupError):
+    """No backfill has this id."""
+
+    def __init__(self, backfill_id: str) -> None:
+        super().__init__(f"backfill {backfill_id!r} doesn't exist")
+        self.backfill_id = backfill_id
+
+
+def cancel_backfill(schedules: ScheduleStore, schedule_id: str, backfill_id: str) -> int:
+    """Drop the queued fires of backfill ``backfill_id`` of schedule ``schedule_id`` (their times
+    are free to backfill again); the number dropped.
+
+    Runs it already started go on; cancel them as runs. Raises ``BackfillNotFound``.
+    """
+    with schedules.engine.begin() as conn:
+        found = conn.execute(
+            select(BACKFILLS.c.id).where(BACKFILLS.c.id == backfill_id, BACKFILLS.c.schedule_id == schedule_id)
+        ).first()
+        if found is None:
+            raise BackfillNotFound(backfill_id)
+        return int(conn.execute(
+            delete(FIRES).where(FIRES.c.backfill_id == backfill_id, FIRES.c.status == QUEUED)
+        ).rowcount)
+
+
 def has_queued(schedules: ScheduleStore) -> bool:
     """Whether any backfill has fires waiting (the scheduler then passes again soon)."""
     with schedules.engine.connect() as conn:
@@ -242,4 +267,5 @@ def list_backfills(schedules: ScheduleStore, schedule_id: str, limit: int = 20) 
     ]
 
 
-__all__ = ["BackfillResult", "backfill", "start_queued", "has_queued", "list_backfills", "Row"]
+__all__ = ["BackfillNotFound", "BackfillResult", "backfill", "cancel_backfill", "start_queued", "has_queued",
+           "list_backfills", "Row"]

@@ -216,3 +216,36 @@ def _backfill_summary(result: Any) -> str:
     else:
         lines.append("nothing to start: every fire time of the range has fired already")
     return "\n".join(lines)
+
+
+@schedules_group.command("backfills")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--cancel", "cancel", default=None, metavar="BACKFILL",
+              help="Cancel backfill BACKFILL of schedule ID: its queued fires never start (runs it "
+                   "started go on); their fire times may be backfilled again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backfills as JSON.")
+def list_backfills(schedule_id: str, cancel: str | None, as_json: bool) -> None:
+    """The newest backfills of schedule ID, with their fires counted by status (fired, queued, failed)."""
+    from engine.store import backfill as backfills
+    from engine.store.schedule_values import ScheduleNotFound
+
+    schedules = _schedule_store(settings_from_env())
+    try:
+        schedules.get(schedule_id)
+        if cancel is not None:
+            dropped = backfills.cancel_backfill(schedules, schedule_id, cancel)
+            click.echo(f"backfill {cancel}: cancelled, {dropped} queued fire{'s' if dropped != 1 else ''} dropped")
+            return
+    except (ScheduleNotFound, backfills.BackfillNotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = backfills.list_backfills(schedules, schedule_id)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no backfills")
+        return
+    for row in rows:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(row["fires"].items())) or "no fires"
+        limit = f"  max {row['max_parallel']} at once" if row["max_parallel"] else ""
+        click.echo(f"{row['id']}  [{row['from']}, {row['to']})  {counts}{limit}  created {row['created_at']}")

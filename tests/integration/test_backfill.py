@@ -231,3 +231,32 @@ def test_a_fire_time_the_scheduler_fires_and_a_backfill_queued_is_one_run(client
         ids = conn.execute(sa.text("SELECT id FROM runs WHERE idempotency_key = :k"),
                            {"k": f"schedule:{schedule_id}:{fire(16)}"}).scalars().all()
     assert len(ids) == 1 and [s["run_id"] for s in late] == ids
+
+
+def test_cancelling_a_backfill_drops_its_queued_fires(client: FlaskClient, store: Store, engine: Engine,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    schedule_id = deploy(client, WAITS)
+    result = backfill(client, schedule_id, "2027-01-01", "2027-01-06", max_parallel=2).json
+    assert result["queued"] == 3
+    backfill_id = result["backfill_id"]
+    # Through the API: the queued fires go, the started runs stay
+    cancelled = client.post(f"/api/schedules/{schedule_id}/backfills/{backfill_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json == {"backfill_id": backfill_id, "dropped": 3}
+    assert client.get(f"/api/schedules/{schedule_id}/backfills").json["backfills"][0]["fires"] == {"fired": 2}
+    assert all(client.get(f"/api/runs/{s['run_id']}").json["status"] == "running" for s in result["started"])
+    assert client.post(f"/api/schedules/{schedule_id}/backfills/nope/cancel").status_code == 404
+    # And the dropped fire times may be backfilled again
+    again = backfill(client, schedule_id, "2027-01-01", "2027-01-06").json
+    assert [s["fire_time"] for s in again["started"]] == [fire(3), fire(4), fire(5)]
+    # The CLI lists them, and cancels one (nothing queued left: 0 dropped)
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            monkeypatch.setenv("PGOPTIONS", f"-csearch_path={conn.execute(sa.text('SELECT current_schema()')).scalar_one()}")
+    listed = CliRunner().invoke(main, ["schedules", "backfills", schedule_id])
+    assert listed.exit_code == 0, listed.output
+    assert f"{backfill_id}  [2027-01-01T00:00:00+00:00, 2027-01-06T00:00:00+00:00)  2 fired  max 2 at once" in listed.output
+    dropped = CliRunner().invoke(main, ["schedules", "backfills", schedule_id, "--cancel", again["backfill_id"]])
+    assert dropped.exit_code == 0 and "cancelled, 0 queued fires dropped" in dropped.output
+    unknown = CliRunner().invoke(main, ["schedules", "backfills", schedule_id, "--cancel", "nope"])
+    assert unknown.exit_code == 1 and "backfill 'nope' doesn't exist" in unknown.output

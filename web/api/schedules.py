@@ -7,6 +7,7 @@ from flask import Blueprint, Response
 from engine.store import backfill as backfills
 from web.api import schemas
 from web.api.context import services
+from web.api.errors import ApiError
 from web.api.operations import operation
 from web.api.render import json_response
 from web.api.timeparse import parse_time
@@ -53,3 +54,19 @@ def backfill(schedule_id: str) -> Response:
 def list_backfills(schedule_id: str) -> Response:
     services().schedules.get(schedule_id)  # 404 for an unknown schedule rather than an empty list
     return json_response({"backfills": backfills.list_backfills(services().schedules, schedule_id)})
+
+
+@bp.post("/<schedule_id>/backfills/<backfill_id>/cancel")
+@operation(
+    "Cancel a backfill: drop its queued fires (their runs never start); runs it started go on",
+    tag="schedules", role="operator",
+    responses={200: ("How many queued fires were dropped", "BackfillCancelled"),
+               404: ("No such schedule or backfill", "Error")},
+)
+def cancel_backfill(schedule_id: str, backfill_id: str) -> Response:
+    services().schedules.get(schedule_id)  # 404 names the schedule when it is the one missing
+    try:
+        dropped = backfills.cancel_backfill(services().schedules, schedule_id, backfill_id)
+    except backfills.BackfillNotFound as exc:
+        raise ApiError(404, "not_found", f"{exc} for schedule {schedule_id!r}") from None
+    return json_response({"backfill_id": backfill_id, "dropped": dropped})

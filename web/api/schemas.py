@@ -374,6 +374,12 @@ BACKFILL_LIST: Schema = {
     "properties": {"backfills": {"type": "array", "items": {"type": "object"}}},
 }
 
+BACKFILL_CANCELLED: Schema = {
+    "type": "object",
+    "required": ["backfill_id", "dropped"],
+    "properties": {"backfill_id": ID, "dropped": {"type": "integer", "description": "Queued fires dropped."}},
+}
+
 SCHEDULE_LIST: Schema = {
     "type": "object",
     "required": ["schedules"],
@@ -417,4 +423,5 @@ COMPONENTS: dict[str, Schema] = {
     "Backfill": BACKFILL,
     "BackfillResult": BACKFILL_RESULT,
     "BackfillList": BACKFILL_LIST,
+    "BackfillCancelled": BACKFILL_CANCELLED,
 }
