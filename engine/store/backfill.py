@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.core.backfill import backfill_fires, check_range
 from engine.core.states import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES
 from engine.store.models import Backfill, Run, Task
-from engine.store.schedule_values import Row, ScheduleNotFound, as_utc, iso_or_none, row_timing
+from engine.store.schedule_values import ScheduleNotFound, as_utc, iso_or_none, row_timing
 from engine.store.schedules import FIRES, SCHEDULES, ScheduleStore
 
 BACKFILLS = cast(Table, Backfill.__table__)
@@ -159,7 +159,9 @@ def start_queued(schedules: ScheduleStore, backfill_id: str | None = None, limit
 
 def _start_some(schedules: ScheduleStore, backfill_id: str, budget: int) -> list[dict[str, Any]]:
     with schedules.engine.connect() as conn:
-        backfill_row = conn.execute(select(BACKFILLS).where(BACKFILLS.c.id == backfill_id)).mappings().one()
+        backfill_row = conn.execute(select(BACKFILLS).where(BACKFILLS.c.id == backfill_id)).mappings().first()
+        if backfill_row is None:
+            return []  # its schedule was deleted since the fires were listed, and the backfill with it
         schedule = conn.execute(
             select(SCHEDULES).where(SCHEDULES.c.id == backfill_row["schedule_id"])
         ).mappings().first()
@@ -268,4 +270,4 @@ def list_backfills(schedules: ScheduleStore, schedule_id: str, limit: int = 20) 
 
 
 __all__ = ["BackfillNotFound", "BackfillResult", "backfill", "cancel_backfill", "start_queued", "has_queued",
-           "list_backfills", "Row"]
+           "list_backfills"]

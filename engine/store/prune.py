@@ -111,7 +111,10 @@ def _closed_dead_letters(cutoff: datetime) -> Select[Any]:
 
 
 def _old_fires(cutoff: datetime) -> Select[Any]:
-    return select(schedule_fires.c.id).where(schedule_fires.c.fire_time < cutoff).order_by(schedule_fires.c.id)
+    # A backfill's queued fire is work still to do, however old its fire time; it goes once it fired.
+    return (select(schedule_fires.c.id)
+            .where(schedule_fires.c.fire_time < cutoff, schedule_fires.c.status.is_distinct_from("queued"))
+            .order_by(schedule_fires.c.id))
 
 
 def _runs_batch(conn: Connection, pg: bool, cutoff: datetime, n: int, counts: dict[str, int]) -> int:

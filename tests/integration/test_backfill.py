@@ -260,3 +260,17 @@ def test_cancelling_a_backfill_drops_its_queued_fires(client: FlaskClient, store
     assert dropped.exit_code == 0 and "cancelled, 0 queued fires dropped" in dropped.output
     unknown = CliRunner().invoke(main, ["schedules", "backfills", schedule_id, "--cancel", "nope"])
     assert unknown.exit_code == 1 and "backfill 'nope' doesn't exist" in unknown.output
+
+
+def test_retention_keeps_a_backfills_queued_fires_however_old(client: FlaskClient, store: Store) -> None:
+    from datetime import timedelta
+
+    from engine.store.prune import prune
+
+    schedule_id = deploy(client, WAITS)
+    result = backfill(client, schedule_id, "2026-01-01", "2026-01-04", max_parallel=1).json
+    assert result["queued"] == 2
+    # When old work is pruned (the fire times are a year old), the queued fires stay to be run
+    prune(store.engine, timedelta(days=30), now=datetime(2027, 1, 15, 8, tzinfo=timezone.utc))
+    fires = {f["fire_time"]: f["status"] for f in ScheduleStore(store.engine, StoreLauncher(store)).fires(schedule_id)}
+    assert fires == {"2026-01-02T03:00:00+00:00": "queued", "2026-01-03T03:00:00+00:00": "queued"}
