@@ -246,13 +246,13 @@ def has_queued(schedules: ScheduleStore) -> bool:
         return conn.execute(select(FIRES.c.id).where(FIRES.c.status == QUEUED).limit(1)).first() is not None
 
 
-def list_backfills(schedules: ScheduleStore, schedule_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest backfills of a schedule with their fires counted by status."""
+def list_backfills(schedules: ScheduleStore, schedule_id: str | None, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest backfills of a schedule (None: of every schedule) with their fires counted by status."""
+    query = select(BACKFILLS).order_by(BACKFILLS.c.created_at.desc(), BACKFILLS.c.id).limit(limit)
+    if schedule_id is not None:
+        query = query.where(BACKFILLS.c.schedule_id == schedule_id)
     with schedules.engine.connect() as conn:
-        rows = conn.execute(
-            select(BACKFILLS).where(BACKFILLS.c.schedule_id == schedule_id)
-            .order_by(BACKFILLS.c.created_at.desc()).limit(limit)
-        ).mappings().all()
+        rows = conn.execute(query).mappings().all()
         counts: dict[str, dict[str, int]] = {}
         if rows:
             for backfill_id, status, n in conn.execute(
@@ -262,7 +262,8 @@ def list_backfills(schedules: ScheduleStore, schedule_id: str, limit: int = 20) 
             ).all():
                 counts.setdefault(backfill_id, {})[status or "fired"] = int(n)
     return [
-        {"id": r["id"], "from": iso_or_none(as_utc(r["range_start"])), "to": iso_or_none(as_utc(r["range_end"])),
+        {"id": r["id"], "schedule_id": r["schedule_id"],
+         "from": iso_or_none(as_utc(r["range_start"])), "to": iso_or_none(as_utc(r["range_end"])),
          "max_parallel": r["max_parallel"], "created_at": iso_or_none(as_utc(r["created_at"])),
          "fires": counts.get(r["id"], {})}
         for r in rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html as html_lib
 import uuid
 
+from engine.store import backfill as backfills
 from engine.store.schedule_deploys import deploy_with_schedules
 from tests.dashboard.conftest import LoggedIn, unique
 
@@ -88,3 +89,26 @@ def test_the_runs_page_finds_a_run_by_its_business_keys(operator: LoggedIn) -> N
     # A term without `=` is explained, not ignored
     bad = operator.get("/runs?search=4711").get_data(as_text=True)
     assert "search: `4711`: write KEY=VALUE, e.g. order=4711" in html_lib.unescape(bad)
+
+
+WAITS = NIGHTLY.replace("step report: noop {{ output: workflow.scheduled_at }}", "step sign_off: approval {{ }}")
+
+
+def test_recent_backfills_are_listed_and_a_queued_one_can_be_cancelled(operator: LoggedIn) -> None:
+    name = unique("gated")
+    schedules = operator.app.extensions["flow"].schedules
+    deploy_with_schedules(operator.store, WAITS.format(name=name), "gated.flow", schedules)
+    schedule_id = next(s.id for s in schedules.list_schedules() if s.workflow_name == name)
+    started = operator.post(f"/schedules/{schedule_id}/backfill",
+                            {"from": "2026-02-01T00:00", "to": "2026-02-04T00:00", "max_parallel": "1"})
+    body = html_lib.unescape(started.get_data(as_text=True))
+    assert "1 started, 2 queued" in body and "Recent backfills" in body and "2 queued" in body
+    backfill_id = backfills.list_backfills(schedules, schedule_id)[0]["id"]
+    cancel = f"/schedules/{schedule_id}/backfills/{backfill_id}/cancel"
+    assert cancel in body
+    cancelled = operator.post(cancel)
+    assert cancelled.status_code == 200
+    assert "Backfill cancelled: 2 queued fires dropped" in html_lib.unescape(cancelled.get_data(as_text=True))
+    assert backfills.list_backfills(schedules, schedule_id)[0]["fires"] == {"fired": 1}
+    unknown = operator.post(f"/schedules/{schedule_id}/backfills/nope/cancel")
+    assert unknown.status_code == 404 and "backfill &#39;nope&#39; doesn&#39;t exist" in unknown.get_data(as_text=True)

@@ -19,13 +19,24 @@ from web.dashboard.render import is_htmx, page
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
 
 
+RECENT_BACKFILLS = 10
+
+
 def _rows() -> list[dict[str, Any]]:
     return [info.to_json() for info in services().schedules.list_schedules()]
 
 
+def _listing() -> dict[str, Any]:
+    """The schedules and the newest backfills (of any schedule), named by their schedule."""
+    schedules = _rows()
+    names = {s["id"]: s["name"] for s in schedules}
+    recent = backfills.list_backfills(services().schedules, None, limit=RECENT_BACKFILLS)
+    return {"schedules": schedules, "backfills": [{**b, "schedule": names.get(b["schedule_id"], "?")} for b in recent]}
+
+
 @bp.get("")
 def index() -> Response:
-    return page("schedules/index.html", "schedules/_table.html", schedules=_rows(), notice=None)
+    return page("schedules/index.html", "schedules/_table.html", **_listing(), notice=None)
 
 
 def _act(action: Callable[[], Any], done: str | Callable[[Any], str]) -> Any:
@@ -33,14 +44,14 @@ def _act(action: Callable[[], Any], done: str | Callable[[Any], str]) -> Any:
     try:
         outcome = action()
         notice = {"kind": "ok", "text": done(outcome) if callable(done) else done}
-    except ScheduleNotFound as exc:
+    except (ScheduleNotFound, backfills.BackfillNotFound) as exc:
         status, notice = 404, {"kind": "error", "text": str(exc)}
     except (ScheduleError, ValueError) as exc:
         status, notice = 422, {"kind": "error", "text": f"Not backfilled: {exc}"}
     if not is_htmx():
         flash(notice["text"], notice["kind"])
         return redirect(url_for(".index"), 303)
-    return page("schedules/index.html", "schedules/_table.html", status=status, schedules=_rows(), notice=notice)
+    return page("schedules/index.html", "schedules/_table.html", status=status, **_listing(), notice=notice)
 
 
 @bp.post("/<schedule_id>/pause")
@@ -65,6 +76,12 @@ def backfill(schedule_id: str) -> Any:
                                   max_parallel=int(raw) if raw else None, dry_run=bool(request.form.get("dry_run")))
 
     return _act(run, _summary)
+
+
+@bp.post("/<schedule_id>/backfills/<backfill_id>/cancel")
+def cancel_backfill(schedule_id: str, backfill_id: str) -> Any:
+    return _act(lambda: backfills.cancel_backfill(services().schedules, schedule_id, backfill_id), lambda dropped: f"Backfill cancelled: {dropped} queued fire{'s' if dropped != 1 else ''} "
+                                     "dropped; the runs it started go on.")
 
 
 def _form_time(name: str) -> datetime:
