@@ -255,12 +255,20 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Search:
+    """``search { order: params.order_id }``: the business keys each run is indexed by."""
+
+    keys: ObjectExpr
+    loc: Location
+
+
+@dataclass(frozen=True)
 class WorkflowTimeout:
     value: Expr
     loc: Location
 
 
-WorkflowItem = Union[Doc, WorkflowTimeout, Defaults, Let, Step, Schedule, OnFailure, Output]
+WorkflowItem = Union[Doc, WorkflowTimeout, Defaults, Let, Step, Schedule, OnFailure, Output, Search]
 
 
 @dataclass(frozen=True)

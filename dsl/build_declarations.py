@@ -82,6 +82,9 @@ class DeclarationRules(BuilderBase):
         _schedule, kind, value, *options = children
         return ast.Schedule(str(kind), value, options[0] if options else None, self._whole(children))
 
+    def search(self, children: list[Any]) -> ast.Search:
+        return ast.Search(children[1], self._whole(children))
+
     def step(self, children: list[Any]) -> ast.Step:
         tok, (type_name, type_loc) = children[1], children[3]
         entries = tuple(self._nodes(children[5:]))

@@ -16,6 +16,7 @@ from dsl.lowering import NOT_CONSTANT, constant, fold, lower
 from dsl.names import ROOTS, Scope, check_expr, root_names
 from dsl.plugins import INSTALLED, StepTypes
 from dsl.retry import resolve_retry, seconds
+from dsl.search import compile_search
 from dsl.spec import Let, StepSpec, WorkflowSpec
 from dsl.steps import CompiledStep, StepDefaults, compile_step
 from dsl.typecheck import ANY, Type, TypeEnv, element_type, kind_of, output_type, param_type
@@ -119,11 +120,12 @@ def _compile_workflow(wf: ast.Workflow, file_lets: tuple[ast.Let, ...], file_kno
         timeout = seconds(t.value, "timeout", diags)
     docs = wf.of_type(ast.Doc)
     schedules = tuple(filter(None, (compile_schedule(s, params, diags) for s in wf.of_type(ast.Schedule))))
+    search = compile_search(wf.of_type(ast.Search), base(frozenset(), False), diags)
     return WorkflowSpec(
         name=wf.name, steps=steps, params=params,
         lets=tuple(Let(x.name, lower(x.expr)) for x in file_lets + wf_lets if lets.get(x.name) is x),
         doc=docs[0].text if docs else None, timeout=timeout, on_failure=failure_steps, output=output,
-        schedules=schedules, span=wf.loc,
+        schedules=schedules, span=wf.loc, search=search,
     )
 
 

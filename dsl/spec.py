@@ -276,6 +276,21 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class SearchKey:
+    """A business key of the workflow's runs: its name and the expression of its value."""
+
+    name: str
+    expr: Expr
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "expr": self.expr}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SearchKey":
+        return cls(data["name"], data["expr"])
+
+
+@dataclass(frozen=True)
 class WorkflowSpec:
     name: str
     steps: tuple[StepSpec, ...]
@@ -288,6 +303,7 @@ class WorkflowSpec:
     schedules: tuple[Schedule, ...] = ()
     span: Span | None = None
     spec_version: int = SPEC_VERSION
+    search: tuple[SearchKey, ...] = ()
 
     def step(self, name: str) -> StepSpec:
         """The step called ``name`` (main steps first, then ``on failure`` steps)."""
@@ -309,6 +325,8 @@ class WorkflowSpec:
             "output": self.output,
             "schedules": [s.to_json() for s in self.schedules],
             "span": self.span.to_json() if self.span else None,
+            # Only when declared, so that the specs of workflows without one read as before.
+            **({"search": [k.to_json() for k in self.search]} if self.search else {}),
         }
 
     @classmethod
@@ -330,4 +348,5 @@ class WorkflowSpec:
             output=data.get("output"),
             schedules=tuple(Schedule.from_json(s) for s in data.get("schedules") or ()),
             span=Span.from_json(data["span"]) if data.get("span") else None,
+            search=tuple(SearchKey.from_json(k) for k in data.get("search") or ()),
         )

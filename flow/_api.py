@@ -289,9 +289,12 @@ def get_run(run_id: str, hold: int = 0) -> Call:
 
 
 def list_runs(*, workflow: str | None, status: str | None, since: dt.datetime | str | None,
-              until: dt.datetime | str | None, page_size: int, cursor: str | None) -> Call:
-    """``GET /api/runs`` with the API's filters and a cursor."""
+              until: dt.datetime | str | None, page_size: int, cursor: str | None,
+              search: Mapping[str, Any] | None = None) -> Call:
+    """``GET /api/runs`` with the API's filters (``search``: business keys, as ``search.KEY``) and a cursor."""
     params: dict[str, Any] = {"limit": page_size}
+    for key, value in (search or {}).items():
+        params[f"search.{key}"] = _search_text(value)
     for name, value in (("workflow", workflow), ("status", status), ("cursor", cursor)):
         if value is not None:
             params[name] = value
@@ -299,6 +302,15 @@ def list_runs(*, workflow: str | None, status: str | None, since: dt.datetime | 
         if when is not None:
             params[name] = format_time(when)
     return Call("GET", "/api/runs", params=params, retry_safe=True)
+
+
+def _search_text(value: Any) -> str:
+    """A business key's value as the server indexes it: ``true``/``false``, numbers in decimal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def run_command(run_id: str, verb: str) -> Call:

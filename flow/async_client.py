@@ -175,11 +175,13 @@ class AsyncClient:
 
     async def list(self, *, workflow: str | None = None, status: str | None = None,
                    since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
-                   page_size: int = 50, limit: int | None = None) -> AsyncIterator[AsyncRun]:
+                   page_size: int = 50, limit: int | None = None,
+                   search: Mapping[str, Any] | None = None) -> AsyncIterator[AsyncRun]:
         """See ``Client.list``: ``async for run in client.list(...)``."""
         count = 0
         async for page in self.list_pages(workflow=workflow, status=status, since=since, until=until,
-                                          page_size=page_size if limit is None else max(1, min(page_size, limit))):
+                                          page_size=page_size if limit is None else max(1, min(page_size, limit)),
+                                    search=search):
             for run in page:
                 if limit is not None and count >= limit:
                     return
@@ -188,11 +190,13 @@ class AsyncClient:
 
     async def list_pages(self, *, workflow: str | None = None, status: str | None = None,
                          since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
-                         page_size: int = 50, cursor: str | None = None) -> AsyncIterator[Page[AsyncRun]]:
+                         page_size: int = 50, cursor: str | None = None,
+                         search: Mapping[str, Any] | None = None) -> AsyncIterator[Page[AsyncRun]]:
         """See ``Client.list_pages``."""
         while True:
             answer = await self._send(_api.list_runs(workflow=workflow, status=status, since=since,
-                                                     until=until, page_size=page_size, cursor=cursor))
+                                                     until=until, page_size=page_size, cursor=cursor,
+                                                     search=search))
             cursor = answer.get("next_cursor")
             yield Page([AsyncRun(doc, self) for doc in answer.get("runs", [])], cursor)
             if not cursor:

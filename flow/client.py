@@ -257,7 +257,8 @@ class Client:
 
     def list(self, *, workflow: str | None = None, status: str | None = None,
              since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
-             page_size: int = 50, limit: int | None = None) -> Iterator[Run]:
+             page_size: int = 50, limit: int | None = None,
+             search: Mapping[str, Any] | None = None) -> Iterator[Run]:
         """The runs, newest first, fetched a page at a time as the iteration goes on.
 
         Parameters:
@@ -266,10 +267,13 @@ class Client:
             since, until: created at or after ``since`` and before ``until`` (a naive datetime is UTC).
             page_size: runs per request (1-500).
             limit: stop after this many runs; default all.
+            search: business keys of the workflow's ``search`` clause, e.g. ``{"order": 4711}``;
+                all must match (values compare as text: ``4711``, ``true``).
         """
         count = 0
         for page in self.list_pages(workflow=workflow, status=status, since=since, until=until,
-                                    page_size=page_size if limit is None else max(1, min(page_size, limit))):
+                                    page_size=page_size if limit is None else max(1, min(page_size, limit)),
+                                    search=search):
             for run in page:
                 if limit is not None and count >= limit:
                     return
@@ -278,11 +282,12 @@ class Client:
 
     def list_pages(self, *, workflow: str | None = None, status: str | None = None,
                    since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
-                   page_size: int = 50, cursor: str | None = None) -> Iterator[Page[Run]]:
+                   page_size: int = 50, cursor: str | None = None,
+                   search: Mapping[str, Any] | None = None) -> Iterator[Page[Run]]:
         """The pages of ``list``, each with its ``next_cursor`` (to resume a listing later)."""
         while True:
             answer = self._send(_api.list_runs(workflow=workflow, status=status, since=since, until=until,
-                                               page_size=page_size, cursor=cursor))
+                                               page_size=page_size, cursor=cursor, search=search))
             cursor = answer.get("next_cursor")
             yield Page([Run(doc, self) for doc in answer.get("runs", [])], cursor)
             if not cursor:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.observability import metrics
 from engine.settings import Settings
+from engine.store.backfill import start_queued
 from engine.store.schedule_deploys import StoreLauncher
 from engine.store.schedule_values import FireOutcome
 from engine.store.schedules import ScheduleStore
@@ -63,6 +64,10 @@ class Scheduler:
     def tick(self) -> float:
         """One pass: fire what is due; returns how long to sleep before the next pass."""
         outcome = self.schedules.fire_due(limit=self.limit)
+        # Backfills waiting under their max_parallel get the slots their finished runs freed.
+        started = start_queued(self.schedules, limit=self.limit)
+        if started:
+            log.info("backfill fires started", extra={"started": len(started)})
         self.totals += outcome
         metrics.observe_fires(outcome.fired, outcome.missed, outcome.duplicates, outcome.failed)
         if outcome != FireOutcome():

@@ -23,6 +23,7 @@ from engine.store.models import (
     DeadLetter,
     Outbox,
     Run,
+    RunSearchKey,
     Task,
     TaskLog,
     WorkflowVersion,
@@ -33,6 +34,7 @@ log = logging.getLogger("flow.store")
 # The store writes through SQLAlchemy Core on the models' tables: batches of plain dicts, no ORM
 # identity map to grow or flush.
 runs = cast(Table, Run.__table__)
+run_search_keys = cast(Table, RunSearchKey.__table__)
 tasks = cast(Table, Task.__table__)
 task_logs = cast(Table, TaskLog.__table__)
 outbox = cast(Table, Outbox.__table__)

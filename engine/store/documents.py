@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -18,6 +19,7 @@ from engine.store.context import (
     aware,
     dead_letters,
     iso,
+    run_search_keys,
     runs,
     select_in,
     task_logs,
@@ -70,6 +72,9 @@ def run_document(spec: WorkflowSpec, run: Any, task_rows: list[dict[str, Any]]) 
         "params": run["params"],
         "output": run["output"],
         "error": run["error"],
+        "search": run["search"] or {},
+        "backfill_id": run["backfill_id"],
+        "scheduled_at": iso(run["scheduled_at"]),
         "created_at": iso(run["created_at"]),
         "started_at": iso(run["started_at"]),
         "finished_at": iso(run["finished_at"]),
@@ -168,16 +173,25 @@ def list_runs(
     until: datetime | float | str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    search: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Runs, newest first: ``{"runs": [...], "next_cursor": str | None}``.
 
     Keyset pagination on ``(created_at, id)``: a page costs the same however deep it is.
+    ``search`` (key -> text) keeps the runs whose business keys match all of it; each key is one
+    lookup in ``run_search_keys`` by ``(key, value)``, so the filter costs the same however many
+    runs are stored.
     """
     limit = max(1, min(limit, MAX_PAGE))
     statement = select(
         runs.c.id, runs.c.workflow_name, runs.c.version, runs.c.status, runs.c.error,
-        runs.c.created_at, runs.c.started_at, runs.c.finished_at,
+        runs.c.created_at, runs.c.started_at, runs.c.finished_at, runs.c.search, runs.c.backfill_id,
+        runs.c.scheduled_at,
     )
+    for key, value in (search or {}).items():
+        statement = statement.where(runs.c.id.in_(
+            select(run_search_keys.c.run_id).where(run_search_keys.c.key == key, run_search_keys.c.value == value)
+        ))
     if workflow:
         statement = statement.where(runs.c.workflow_name == workflow)
     if status:
@@ -204,6 +218,9 @@ def list_runs(
                 "version": r["version"],
                 "status": r["status"],
                 "error": r["error"],
+                "search": r["search"] or {},
+                "backfill_id": r["backfill_id"],
+                "scheduled_at": iso(r["scheduled_at"]),
                 "created_at": iso(r["created_at"]),
                 "started_at": iso(r["started_at"]),
                 "finished_at": iso(r["finished_at"]),

@@ -106,6 +106,7 @@ class Store:
         idempotency_key: str | None = None,
         scheduled_at: When = None,
         parent_run_id: str | None = None,
+        backfill_id: str | None = None,
     ) -> str:
         """Start a run of the newest (or the given) version; the run id.
 
@@ -116,7 +117,7 @@ class Store:
         """
         return starts.start_run(
             self._ctx, workflow, params, version=version, idempotency_key=idempotency_key,
-            scheduled_at=scheduled_at, parent_run_id=parent_run_id,
+            scheduled_at=scheduled_at, parent_run_id=parent_run_id, backfill_id=backfill_id,
         )
 
     def start(
@@ -245,8 +246,10 @@ class Store:
         until: When = None,
         limit: int = 50,
         cursor: str | None = None,
+        search: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        return documents.list_runs(self._ctx, workflow, status, since, until, limit, cursor)
+        """Runs, newest first; ``search`` keeps those whose business keys equal every given text."""
+        return documents.list_runs(self._ctx, workflow, status, since, until, limit, cursor, search)
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         return documents.get_task(self._ctx, task_id)

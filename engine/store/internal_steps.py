@@ -36,7 +36,7 @@ from sqlalchemy import Connection, select
 from engine.core.errors import InvalidParams, NotFound
 from engine.core.states import TERMINAL_RUN_STATUSES, RunStatus, TaskStatus
 from engine.store.context import StoreContext, after, runs, tasks
-from engine.store.run_rows import new_run_row
+from engine.store.run_rows import insert_runs, new_run_row
 from engine.store.task_rows import INTERNAL_TASK_TYPES, cas_task, lock_runs, queue_log, take_finished_seq
 from engine.store.writes import Writes
 
@@ -161,7 +161,7 @@ def _start_child(
             child = new_run_row(ctx, conn, workflow, params or {}, None, key, None, run["id"])
         except (NotFound, InvalidParams) as exc:
             return failed_values(row, "invalid_input", f"subflow {workflow!r}: {exc}", writes, now)
-        conn.execute(runs.insert().values(**child))
+        insert_runs(conn, [child])
         queue_log(writes, row, "info", f"started child run {child['id']} of {workflow} v{child['version']}",
                   now, data={"child_run_id": child["id"]})
         # The child's first steps, in this transaction; a child that ends at once (every step

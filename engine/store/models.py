@@ -54,6 +54,8 @@ Timestamp = DateTime(timezone=True)
 ID_LENGTH = 36
 NAME_LENGTH = 200
 STATUS_LENGTH = 32
+SEARCH_KEY_LENGTH = 64
+SEARCH_VALUE_LENGTH = 255
 
 # ``tasks.finished_seq`` on PostgreSQL: a sequence never blocks concurrent coordinators. SQLite has
 # no sequences; there the store takes the value from the ``counters`` row of the same name (SQLite
@@ -114,11 +116,32 @@ class Run(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     parent_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
     scheduled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The business keys of the workflow's `search { ... }` clause, as text (0006); looked up
+    # through ``run_search_keys``, shown with the run.
+    search: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # The backfill that started this run (``flow schedules backfill``), else null (0006).
+    backfill_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     deadline: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RunSearchKey(Base):
+    """One business key of a run: ``GET /api/runs?search.KEY=VALUE`` reads this index (0006).
+
+    ``created_at`` repeats the run's so that a key shared by many runs gives its newest runs
+    from the index alone, in the run list's order.
+    """
+
+    __tablename__ = "run_search_keys"
+    __table_args__ = (Index(None, "key", "value", "created_at"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(SEARCH_KEY_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(SEARCH_VALUE_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Task(Base):
@@ -248,7 +271,17 @@ class Schedule(Base):
 
 class ScheduleFire(Base):
     __tablename__ = "schedule_fires"
-    __table_args__ = (UniqueConstraint("schedule_id", "fire_time"),)
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_time"),
+        # The queued fires of backfills, for the scheduler's pass that starts them (0006).
+        Index(
+            "ix_schedule_fires_backfill_queued",
+            "backfill_id",
+            "fire_time",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id"))
@@ -256,10 +289,28 @@ class ScheduleFire(Base):
     run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     # "fired" (started its run or task), "missed" (older than the catch-up window, or skipped by
-    # ``catchup: false``) or "failed" (the run could not start, e.g. the workflow was removed).
+    # ``catchup: false``), "failed" (the run could not start, e.g. the workflow was removed) or
+    # "queued" (a backfill's fire waiting for a free slot under its ``max_parallel``).
     # Nullable so that rows written before migration 0002 stay valid; null reads as "fired".
     status: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # The backfill that recorded this fire, else null (0006).
+    backfill_id: Mapped[str | None] = mapped_column(ForeignKey("backfills.id"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Backfill(Base):
+    """A request to run a schedule for a past range (``flow schedules backfill``, 0006)."""
+
+    __tablename__ = "backfills"
+    __table_args__ = (Index(None, "schedule_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id"))
+    range_start: Mapped[datetime] = mapped_column(Timestamp)
+    range_end: Mapped[datetime] = mapped_column(Timestamp)
+    # At most this many of its runs in flight at once; null: all start at once.
+    max_parallel: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

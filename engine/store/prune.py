@@ -30,11 +30,12 @@ from sqlalchemy.orm import aliased
 
 from engine.core.states import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES
 from engine.observability import metrics
-from engine.store.models import DeadLetter, Run, ScheduleFire, Task, TaskLog
+from engine.store.models import DeadLetter, Run, RunSearchKey, ScheduleFire, Task, TaskLog
 
 log = logging.getLogger("flow.prune")
 
 runs = cast(Table, Run.__table__)
+run_search_keys = cast(Table, RunSearchKey.__table__)
 tasks = cast(Table, Task.__table__)
 task_logs = cast(Table, TaskLog.__table__)
 dead_letters = cast(Table, DeadLetter.__table__)
@@ -110,7 +111,10 @@ def _closed_dead_letters(cutoff: datetime) -> Select[Any]:
 
 
 def _old_fires(cutoff: datetime) -> Select[Any]:
-    return select(schedule_fires.c.id).where(schedule_fires.c.fire_time < cutoff).order_by(schedule_fires.c.id)
+    # A backfill's queued fire is work still to do, however old its fire time; it goes once it fired.
+    return (select(schedule_fires.c.id)
+            .where(schedule_fires.c.fire_time < cutoff, schedule_fires.c.status.is_distinct_from("queued"))
+            .order_by(schedule_fires.c.id))
 
 
 def _runs_batch(conn: Connection, pg: bool, cutoff: datetime, n: int, counts: dict[str, int]) -> int:
@@ -124,6 +128,8 @@ def _runs_batch(conn: Connection, pg: bool, cutoff: datetime, n: int, counts: di
         counts["tasks"] += _delete_in(conn, tasks, tasks.c.id, part)
     # Logs may name the run without a task of it (none today; cheap to be sure).
     counts["task_logs"] += _delete_in(conn, task_logs, task_logs.c.run_id, run_ids)
+    # A run's business keys go with it; they are an index, not history, so they are not counted.
+    _delete_in(conn, run_search_keys, run_search_keys.c.run_id, run_ids)
     counts["runs"] += _delete_in(conn, runs, runs.c.id, run_ids)
     return len(run_ids)
 

@@ -1,4 +1,5 @@
-"""A new run's row: the version it pins, its checked params, its ``let`` values and deadline.
+"""A new run's row: the version it pins, its checked params, its ``let`` and ``search`` values and
+deadline; and inserting new runs with their business keys.
 
 Shared by every way a run starts (``runs.start_run``, ``bulk_start``, a subflow's child in
 ``internal_steps``), below all of them.
@@ -6,6 +7,7 @@ Shared by every way a run starts (``runs.start_run``, ``bulk_start``, a subflow'
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +17,9 @@ from dsl import evaluator
 from dsl.spec import WorkflowSpec
 from engine.core.errors import InvalidParams
 from engine.core.params import check_params
+from engine.core.search import search_texts
 from engine.core.states import RunStatus
-from engine.store.context import StoreContext, after, new_id
+from engine.store.context import StoreContext, after, new_id, run_search_keys, runs
 from engine.store.versions import find_version, spec_of
 
 R = RunStatus
@@ -31,12 +34,14 @@ def new_run_row(
     idempotency_key: str | None,
     scheduled_at: datetime | None,
     parent_run_id: str | None,
+    backfill_id: str | None = None,
 ) -> dict[str, Any]:
-    """A new run's row (not inserted): the version pinned, params checked, ``let`` values
-    evaluated, the deadline set. Raises ``NotFound`` or ``InvalidParams``."""
+    """A new run's row (not inserted): the version pinned, params checked, ``let`` and ``search``
+    values evaluated, the deadline set. Raises ``NotFound`` or ``InvalidParams``."""
     found = find_version(conn, workflow, version)
     spec = spec_of(ctx, conn, found["id"])
-    return run_row(spec, found, params, idempotency_key, scheduled_at, parent_run_id, ctx.now())
+    return run_row(spec, found, params, idempotency_key, scheduled_at, parent_run_id, ctx.now(),
+                   backfill_id=backfill_id)
 
 
 def run_row(
@@ -47,11 +52,14 @@ def run_row(
     scheduled_at: datetime | None,
     parent_run_id: str | None,
     now: datetime,
+    *,
+    backfill_id: str | None = None,
 ) -> dict[str, Any]:
     """A new run's row of version ``found`` (``id``, ``version``) of ``spec``. Raises
     ``InvalidParams``."""
     checked = check_params(spec.params, params, spec.name)
     run_id = new_id()
+    values = evaluate_lets(spec, checked, run_id, scheduled_at)
     return {
         "id": run_id,
         "workflow_version_id": found["id"],
@@ -60,7 +68,9 @@ def run_row(
         # The planner's first action moves it to running (with started_at).
         "status": R.PENDING.value,
         "params": checked,
-        "values": evaluate_lets(spec, checked, run_id, scheduled_at),
+        "values": values,
+        "search": evaluate_search(spec, checked, values, run_id, scheduled_at),
+        "backfill_id": backfill_id,
         "output": None,
         "error": None,
         "idempotency_key": idempotency_key,
@@ -74,12 +84,10 @@ def run_row(
     }
 
 
-def evaluate_lets(
-    spec: WorkflowSpec, params: dict[str, Any], run_id: str, scheduled_at: datetime | None
-) -> dict[str, Any]:
-    """The ``let`` values, once per run: each sees params, ``workflow`` and the lets before it.
-    Secrets stay deferred (resolved only on the worker), so none is stored in clear."""
-    env: dict[str, Any] = {
+def _start_env(spec: WorkflowSpec, params: dict[str, Any], run_id: str,
+               scheduled_at: datetime | None) -> dict[str, Any]:
+    """What a run's first evaluations see: its params and ``workflow``."""
+    return {
         "params": params,
         "workflow": {
             "name": spec.name,
@@ -87,6 +95,37 @@ def evaluate_lets(
             "scheduled_at": scheduled_at.isoformat() if scheduled_at else None,
         },
     }
+
+
+def evaluate_search(spec: WorkflowSpec, params: dict[str, Any], lets: dict[str, Any], run_id: str,
+                    scheduled_at: datetime | None) -> dict[str, str] | None:
+    """The run's business keys as indexed text (``engine.core.search``), or None without a clause.
+
+    The compiler keeps secrets and steps out of ``search`` and checks the types it knows; a value
+    it could not know (a field of an ``object`` param) is checked here and refuses the start.
+    """
+    if not spec.search:
+        return None
+    env = {**_start_env(spec, params, run_id, scheduled_at), **lets}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in spec.search:
+        try:
+            values[key.name] = evaluator.evaluate(key.expr, env)
+        except evaluator.EvaluationError as exc:
+            problems.append(f"search {key.name}: {exc}")
+    texts, more = search_texts(values)
+    if problems or more:
+        raise InvalidParams(problems + more, spec.name)
+    return texts
+
+
+def evaluate_lets(
+    spec: WorkflowSpec, params: dict[str, Any], run_id: str, scheduled_at: datetime | None
+) -> dict[str, Any]:
+    """The ``let`` values, once per run: each sees params, ``workflow`` and the lets before it.
+    Secrets stay deferred (resolved only on the worker), so none is stored in clear."""
+    env = _start_env(spec, params, run_id, scheduled_at)
     values: dict[str, Any] = {}
     problems: list[str] = []
     for let in spec.lets:
@@ -99,3 +138,17 @@ def evaluate_lets(
     if problems:
         raise InvalidParams(problems, spec.name)
     return values
+
+
+def insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert new run rows and their business keys (``run_search_keys``), in the caller's transaction."""
+    conn.execute(runs.insert(), rows)
+    insert_search_keys(conn, rows)
+
+
+def insert_search_keys(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """The business keys of new runs (already inserted, or flushed with them: ``Writes.new_runs``)."""
+    keys = [{"run_id": row["id"], "key": key, "value": value, "created_at": row["created_at"]}
+            for row in rows for key, value in (row["search"] or {}).items()]
+    if keys:
+        conn.execute(run_search_keys.insert(), keys)

@@ -23,10 +23,11 @@ class StoreLauncher:
         self._task_keys = "idempotency_key" in inspect.signature(store.create_task).parameters
 
     def start_run(
-        self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime
+        self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime,
+        backfill_id: str | None = None,
     ) -> str:
         return str(self.store.start_run(workflow, params, idempotency_key=idempotency_key,
-                                         scheduled_at=scheduled_at))
+                                         scheduled_at=scheduled_at, backfill_id=backfill_id))
 
     def create_task(
         self, task_type: str, payload: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime

@@ -27,7 +27,8 @@ class Launcher(Protocol):
     """Starts what a fire starts, idempotently: the same key twice gives the same id, once."""
 
     def start_run(
-        self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime
+        self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime,
+        backfill_id: str | None = None,
     ) -> str: ...
 
     def create_task(

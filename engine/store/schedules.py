@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.core import timing as timing_rules
 from engine.core.errors import EngineError
-from engine.store.models import Schedule, ScheduleFire
+from engine.store.models import Backfill, Schedule, ScheduleFire
 from engine.store.schedule_values import (
     UTC,
     FireOutcome,
@@ -44,6 +44,7 @@ from engine.store.schedule_values import (
 # Typed as tables: the declarative ``__table__`` is a FromClause to type checkers.
 SCHEDULES = cast(Table, Schedule.__table__)
 FIRES = cast(Table, ScheduleFire.__table__)
+BACKFILLS = cast(Table, Backfill.__table__)
 
 
 class ScheduleStore:
@@ -159,7 +160,7 @@ class ScheduleStore:
             ).mappings().all()
         return [
             {"fire_time": iso_or_none(as_utc(r["fire_time"])), "status": r["status"] or "fired",
-             "run_id": r["run_id"], "task_id": r["task_id"], "error": r["error"]}
+             "run_id": r["run_id"], "task_id": r["task_id"], "error": r["error"], "backfill_id": r["backfill_id"]}
             for r in rows
         ]
 
@@ -240,7 +241,7 @@ class ScheduleStore:
 
     def _fire_unlocked(self, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
-        launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
+        launched = [(fire, self.launch(row, fire)) for fire in plan.to_fire]
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(SCHEDULES)
@@ -255,7 +256,7 @@ class ScheduleStore:
 
     def _fire(self, conn: Connection, row: Row, now: datetime, budget: int) -> FireOutcome:
         plan = self._plan(row, now, budget)
-        launched = [(fire, self._launch(row, fire)) for fire in plan.to_fire]
+        launched = [(fire, self.launch(row, fire)) for fire in plan.to_fire]
         outcome = self._record(conn, row["id"], plan, launched, now)
         conn.execute(
             update(SCHEDULES).where(SCHEDULES.c.id == row["id"])
@@ -271,7 +272,9 @@ class ScheduleStore:
         cursor = max(done) if done else (last or timing_rules.start_cursor(timing))
         return _Plan(to_fire, missed, cursor, timing_rules.next_fire(timing, cursor))
 
-    def _launch(self, row: Row, fire: datetime) -> "_Launch":
+    def launch(self, row: Row, fire: datetime, *, backfill_id: str | None = None) -> "Launch":
+        """Start what schedule ``row`` starts for ``fire``, keyed ``schedule:{id}:{fire}`` so that
+        the same fire launched twice (a retried pass, a backfill) starts one run or task."""
         key = f"schedule:{row['id']}:{fire.isoformat()}"
         try:
             if row["task"] is not None:
@@ -279,19 +282,20 @@ class ScheduleStore:
                 task_id = self.launcher.create_task(
                     task["type"], dict(task.get("payload") or {}), idempotency_key=key, scheduled_at=fire
                 )
-                return _Launch(task_id=task_id)
+                return Launch(task_id=task_id)
             run_id = self.launcher.start_run(
-                row["workflow_name"], dict(row["params"] or {}), idempotency_key=key, scheduled_at=fire
+                row["workflow_name"], dict(row["params"] or {}), idempotency_key=key, scheduled_at=fire,
+                backfill_id=backfill_id,
             )
-            return _Launch(run_id=run_id)
+            return Launch(run_id=run_id)
         except EngineError as exc:
             # Refused for good (workflow gone, params no longer valid): record it, fire the next
             # ones. Anything else (the database is down) rolls back and the next pass retries.
-            return _Launch(error=f"{type(exc).__name__}: {exc}")
+            return Launch(error=f"{type(exc).__name__}: {exc}")
 
     def _record(
         self, conn: Connection, schedule_id: str, plan: "_Plan",
-        launched: Iterable[tuple[datetime, "_Launch"]], now: datetime,
+        launched: Iterable[tuple[datetime, "Launch"]], now: datetime,
     ) -> FireOutcome:
         outcome = FireOutcome()
         for fire in plan.missed:
@@ -318,7 +322,9 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class _Launch:
+class Launch:
+    """What a launch started: a run, a task, or the error that refused it."""
+
     run_id: str | None = None
     task_id: str | None = None
     error: str | None = None
@@ -363,6 +369,7 @@ def _insert_fire(conn: Connection, schedule_id: str, fire: datetime, now: dateti
 
 def _delete(conn: Connection, schedule_id: str) -> bool:
     conn.execute(delete(FIRES).where(FIRES.c.schedule_id == schedule_id))
+    conn.execute(delete(BACKFILLS).where(BACKFILLS.c.schedule_id == schedule_id))
     return bool(conn.execute(delete(SCHEDULES).where(SCHEDULES.c.id == schedule_id)).rowcount)
 
 

@@ -21,7 +21,7 @@ from engine.store.context import StoreContext, to_datetime
 from engine.store.documents import run_document, run_documents
 from engine.store.outbox import notify_outbox
 from engine.store.planning import plan_runs
-from engine.store.run_rows import run_row
+from engine.store.run_rows import insert_search_keys, run_row
 from engine.store.versions import spec_of
 from engine.store.writes import Writes
 
@@ -46,10 +46,12 @@ def start_run(
     idempotency_key: str | None = None,
     scheduled_at: datetime | float | str | None = None,
     parent_run_id: str | None = None,
+    backfill_id: str | None = None,
 ) -> str:
-    """Create a run, evaluate its lets, plan its first steps; the run id."""
+    """Create a run, evaluate its lets and business keys, plan its first steps; the run id."""
     outcome = start_many(ctx, workflow, [(params, idempotency_key)], version=version,
-                         scheduled_at=to_datetime(scheduled_at), parent_run_id=parent_run_id)[0]
+                         scheduled_at=to_datetime(scheduled_at), parent_run_id=parent_run_id,
+                         backfill_id=backfill_id)[0]
     if outcome.error is not None:
         raise outcome.error
     assert outcome.run_id is not None
@@ -64,6 +66,7 @@ def start_many(
     version: int | None = None,
     scheduled_at: datetime | None = None,
     parent_run_id: str | None = None,
+    backfill_id: str | None = None,
     all_or_nothing: bool = False,
     documents: bool = False,
 ) -> list[StartOutcome]:
@@ -86,7 +89,7 @@ def start_many(
         try:
             with ctx.engine.begin() as conn:
                 return _start_many(ctx, conn, workflow, entries, version, scheduled_at, parent_run_id,
-                                   all_or_nothing, documents)
+                                   backfill_id, all_or_nothing, documents)
         except IntegrityError:
             # A concurrent start with one of the keys committed first: the next attempt finds its
             # run (the keys' unique index is the only constraint a start can break).
@@ -103,6 +106,7 @@ def _start_many(
     version: int | None,
     scheduled_at: datetime | None,
     parent_run_id: str | None,
+    backfill_id: str | None,
     all_or_nothing: bool,
     documents: bool,
 ) -> list[StartOutcome]:
@@ -128,7 +132,7 @@ def _start_many(
             raise NotFound("workflow", label, "deploy it first (flow deploy FILE)")
         else:
             try:
-                row = run_row(spec, found, params, key, scheduled_at, parent_run_id, now)
+                row = run_row(spec, found, params, key, scheduled_at, parent_run_id, now, backfill_id=backfill_id)
             except InvalidParams as exc:
                 outcome = StartOutcome(error=exc)
             else:
@@ -148,6 +152,7 @@ def _start_many(
         plan_runs(ctx, conn, fresh, writes, now, task_rows=planned)
         if writes.notify_outbox:  # nothing was left to flush with it
             notify_outbox(ctx, conn)
+        insert_search_keys(conn, fresh.values())
     if documents:
         # New runs from memory (what was just written); runs of keys used before from the database.
         docs = run_documents(ctx, conn, [o.run_id for o in outcomes if o.run_id and o.run_id not in fresh])

@@ -17,6 +17,8 @@ from engine.settings import Settings
 from flow.cli.common import make_db_engine, schema_ready, settings_from_env, wait_for_database
 
 if TYPE_CHECKING:  # sqlalchemy loads only for the commands that use it, not for `flow check`
+    from datetime import datetime
+
     from sqlalchemy import Engine
 
 log = logging.getLogger("flow.cli")
@@ -89,7 +91,7 @@ def scheduler(limit: int) -> None:
 
 @click.group("schedules")
 def schedules_group() -> None:
-    """List, pause, resume and delete schedules (from .flow files and the scheduler API)."""
+    """List, pause, resume, delete and backfill schedules (from .flow files and the scheduler API)."""
 
 
 @schedules_group.command("list")
@@ -141,3 +143,109 @@ def resume(schedule_id: str) -> None:
 def delete(schedule_id: str) -> None:
     """Delete schedule ID and its fire history (a .flow schedule returns on its next changed deploy)."""
     _control("delete", schedule_id)
+
+
+@schedules_group.command("backfill")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--from", "start", required=True, metavar="TIME",
+              help="First instant of the range, included: ISO 8601 such as 2026-11-01 or "
+                   "2026-11-01T00:00:00+01:00 (no offset: UTC).")
+@click.option("--to", "end", required=True, metavar="TIME",
+              help="End of the range, excluded; not after now (the scheduler fires from now on).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, metavar="N",
+              help="At most N of the backfill's runs in flight; the scheduler (`flow scheduler` or "
+                   "`flow up`) starts the rest as earlier ones finish. Default: all at once.")
+@click.option("--dry-run", is_flag=True, help="List the fire times and which of them would run; start nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def backfill(schedule_id: str, start: str, end: str, max_parallel: int | None, dry_run: bool, as_json: bool) -> None:
+    """Run schedule ID once for each of its fire times in [--from, --to).
+
+    Each run gets its fire time as `workflow.scheduled_at` and shows as a backfill in run lists.
+    A fire time that already fired (by the scheduler or an earlier backfill) is not run again, so
+    repeating a backfill, or one over an overlapping range, starts only what is missing.
+    """
+    from engine.core.timing import ScheduleError
+    from engine.store import backfill as backfills
+    from engine.store.schedule_deploys import StoreLauncher
+    from engine.store.schedule_values import ScheduleNotFound
+    from engine.store import Store
+
+    settings = settings_from_env()
+    engine = _engine(settings)
+    schedules = _schedule_store(settings, StoreLauncher(Store(engine, lease_seconds=settings.lease_seconds)))
+    try:
+        result = backfills.backfill(schedules, schedule_id, _time(start, "--from"), _time(end, "--to"),
+                                    max_parallel=max_parallel, dry_run=dry_run)
+    except (ScheduleNotFound, ScheduleError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(_backfill_summary(result))
+
+
+def _time(text: str, option: str) -> "datetime":
+    """An ISO 8601 time; without an offset it is UTC (as the API reads it)."""
+    from datetime import datetime, timezone
+
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time like 2026-11-01T03:00:00Z", param_hint=option) from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _backfill_summary(result: Any) -> str:
+    new, already = len(result.new), len(result.already)
+    lines = [f"{len(result.fire_times)} fire time{'s' if len(result.fire_times) != 1 else ''} in "
+             f"[{result.range_start.isoformat()}, {result.range_end.isoformat()}): "
+             f"{new} to run, {already} already recorded (not run again)"]
+    if result.dry_run:
+        lines += [f"  would run {t.isoformat()}" for t in result.new]
+        lines.append("dry run: nothing started")
+        return "\n".join(lines)
+    for fire in result.started:
+        if fire["error"]:
+            what = f"failed: {fire['error']}"
+        else:
+            what = f"run {fire['run_id']}" if fire["run_id"] else f"task {fire['task_id']}"
+        lines.append(f"  {fire['fire_time']}  {what}")
+    if result.backfill_id:
+        lines.append(f"backfill {result.backfill_id}: {len(result.started)} started, {result.queued} queued"
+                     + (f" (at most {result.max_parallel} at once; the scheduler starts the rest)" if result.queued else ""))
+    else:
+        lines.append("nothing to start: every fire time of the range has fired already")
+    return "\n".join(lines)
+
+
+@schedules_group.command("backfills")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--cancel", "cancel", default=None, metavar="BACKFILL",
+              help="Cancel backfill BACKFILL of schedule ID: its queued fires never start (runs it "
+                   "started go on); their fire times may be backfilled again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backfills as JSON.")
+def list_backfills(schedule_id: str, cancel: str | None, as_json: bool) -> None:
+    """The newest backfills of schedule ID, with their fires counted by status (fired, queued, failed)."""
+    from engine.store import backfill as backfills
+    from engine.store.schedule_values import ScheduleNotFound
+
+    schedules = _schedule_store(settings_from_env())
+    try:
+        schedules.get(schedule_id)
+        if cancel is not None:
+            dropped = backfills.cancel_backfill(schedules, schedule_id, cancel)
+            click.echo(f"backfill {cancel}: cancelled, {dropped} queued fire{'s' if dropped != 1 else ''} dropped")
+            return
+    except (ScheduleNotFound, backfills.BackfillNotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = backfills.list_backfills(schedules, schedule_id)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no backfills")
+        return
+    for row in rows:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(row["fires"].items())) or "no fires"
+        limit = f"  max {row['max_parallel']} at once" if row["max_parallel"] else ""
+        click.echo(f"{row['id']}  [{row['from']}, {row['to']})  {counts}{limit}  created {row['created_at']}")

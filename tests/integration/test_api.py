@@ -517,7 +517,7 @@ def _mutating_routes(app: Flask) -> list[tuple[str, str]]:
         if method in ("POST", "DELETE", "PUT", "PATCH"):
             path = (rule.replace("<int:version>", "1").replace("<name>", "greet")
                     .replace("<task_id>", "x").replace("<run_id>", "x").replace("<letter_id>", "x")
-                    .replace("<step>", "ask"))
+                    .replace("<step>", "ask").replace("<schedule_id>", "x").replace("<backfill_id>", "x"))
             routes.append((method, path))
     return routes
 
@@ -525,7 +525,7 @@ def _mutating_routes(app: Flask) -> list[tuple[str, str]]:
 def test_every_mutation_refuses_a_missing_or_wrong_token(app: Flask) -> None:
     client = app.test_client()
     routes = _mutating_routes(app)
-    assert len(routes) == 15  # with approve and POST /api/workflows/<name>/runs/batch
+    assert len(routes) == 17  # with .../approve, .../runs/batch, /api/schedules/<id>/backfill and .../backfills/<id>/cancel
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
             response = client.open(path, method=method, json={}, headers=headers)

@@ -33,3 +33,23 @@ def test_quick_bench_prints_the_table(postgres_url: str, amqp_url: str, tmp_path
         assert flow["value"] > 0
         assert flow.get("failed", 0) == 0
     assert figures["W1"]["Flow"]["commits_per_step"] > 0
+
+
+def test_search_bench_prints_p50_and_p95_per_query_and_drops_its_database(postgres_url: str) -> None:
+    # A small fill: the code path of the million-run benchmark, no timing asserted (exit 1 only
+    # says the target was missed on a loaded machine).
+    done = subprocess.run([sys.executable, "-m", "bench.search_bench", "--runs", "2000", "--repeat", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "filled 2,000 runs and 4,000 search keys" in done.stdout
+    assert "p50 ms" in done.stdout and "p95 ms" in done.stdout
+    for label in ("search.order (1 match)", "search.customer", "order + customer (AND)", "order, no such value"):
+        assert label in done.stdout
+    assert "target: p95 under 50 ms with 2,000 runs:" in done.stdout
+    import psycopg2
+
+    from bench.search_bench import ADMIN_URL
+
+    with psycopg2.connect(ADMIN_URL) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'flow_search_bench_%'")
+        assert cur.fetchone() == (0,)

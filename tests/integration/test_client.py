@@ -186,6 +186,20 @@ def test_a_start_with_the_same_idempotency_key_returns_the_same_run(client: flow
     assert client.get(first.id).wait(60).output["greeting"] == "Hello, Bo!"
 
 
+def test_runs_are_found_by_their_business_keys(client: flow.Client) -> None:
+    # Given a workflow with a search clause, and two of its runs
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    client.deploy(f"flow 1\nworkflow {name}(order_id: int, rush: bool = false) {{\n"
+                  "  search { order: params.order_id, rush: params.rush }\n  step a: noop { output: 1 }\n}\n",
+                  filename="orders.flow")
+    first = client.start(name, {"order_id": 4711, "rush": True})
+    client.start(name, {"order_id": 4712})
+    # Then each is found by its keys, typed as the workflow declares them
+    assert [r.id for r in client.list(search={"order": 4711})] == [first.id]
+    assert [r.id for r in client.list(workflow=name, search={"rush": True})] == [first.id]
+    assert len(list(client.list(search={"order": 4711, "rush": False}))) == 0
+
+
 def test_bad_params_raise_with_every_problem(client: flow.Client) -> None:
     with pytest.raises(flow.InvalidParamsError) as caught:
         client.start("greet", {"times": "twice"})

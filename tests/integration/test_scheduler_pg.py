@@ -65,7 +65,7 @@ class TableLauncher:
         time.sleep(pause)  # widen the window between the launch and the fire's record
         return str(new)
 
-    def start_run(self, workflow, params, *, idempotency_key, scheduled_at):
+    def start_run(self, workflow, params, *, idempotency_key, scheduled_at, backfill_id=None):
         return self._launch("run", idempotency_key, scheduled_at)
 
     def create_task(self, task_type, payload, *, idempotency_key, scheduled_at):

@@ -191,8 +191,8 @@ def test_a_run_completes_step_by_step(store: Store, engine: Engine) -> None:
     doc = store.get_run(run_id)
     assert doc["status"] == "completed"
     assert doc["output"] == {"a": "A1", "c": "C1"}
-    assert set(doc) == {"id", "workflow", "version", "status", "params", "output", "error",
-                        "created_at", "started_at", "finished_at", "steps"}
+    assert set(doc) == {"id", "workflow", "version", "status", "params", "output", "error", "search",
+                        "backfill_id", "scheduled_at", "created_at", "started_at", "finished_at", "steps"}
     assert [s["name"] for s in doc["steps"]] == ["a", "b", "c"]
     for step in doc["steps"]:
         assert set(step) == {"name", "task_id", "status", "attempts", "output", "error", "started_at",

@@ -61,7 +61,7 @@ GOLDEN = {
     ),
     'unexpected_token': (
         'workflow w() { step a: noop {} ) }\n',
-        't.flow:1:32: error[E101]: unexpected `)`; expected one of `defaults`, `doc`, `let`, `on`, `output`, `schedule`, `step`, `timeout`, `}`\nworkflow w() { step a: noop {} ) }\n                               ^',
+        't.flow:1:32: error[E101]: unexpected `)`; expected one of `defaults`, `doc`, `let`, `on`, `output`, `schedule`, `search`, `step`, `timeout`, `}`\nworkflow w() { step a: noop {} ) }\n                               ^',
     ),
     'bidi': (
         'let x = 1 # \u202e\n',

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from web.api import dead_letters, health, openapi, queue_manager, runs, scheduler, tasks, workflows
+from web.api import dead_letters, health, openapi, queue_manager, runs, scheduler, schedules, tasks, workflows
 from web.api.auth import check_request
 from web.api.validation import check_url_text
 
-AREAS = (health, queue_manager, tasks, scheduler, workflows, runs, dead_letters, openapi)
+AREAS = (health, queue_manager, tasks, scheduler, schedules, workflows, runs, dead_letters, openapi)
 
 
 def create_blueprint() -> Blueprint:

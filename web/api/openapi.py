@@ -77,6 +77,12 @@ def _operation(record: Operation, method: str, endpoint: str, parameters: list[d
                        "schema": {"type": "string", "maxLength": 255}})
     for name, schema in (record.query or {}).get("properties", {}).items():
         params.append({"name": name, "in": "query", "required": False, "schema": schema})
+    # A family of parameters (`search.KEY`): OpenAPI names parameters one by one, so the family is
+    # one entry whose name shows the pattern and whose description says how to fill it in.
+    for schema in (record.query or {}).get("patternProperties", {}).values():
+        family = {k: v for k, v in schema.items() if k not in ("x-flow-name", "description")}
+        params.append({"name": schema["x-flow-name"], "in": "query", "required": False,
+                       "description": schema["description"], "schema": family})
     if params:
         document["parameters"] = params
     if record.body is not None:

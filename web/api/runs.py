@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, url_for
 
 from engine.core.errors import InvalidParams
+from engine.core.search import parse_filters
 from web.api import schemas
 from web.api.context import store
 from web.api.errors import ApiError
@@ -81,13 +82,16 @@ def start_batch(name: str) -> Response:
 
 @bp.get("/runs")
 @operation(
-    "Runs, newest first, filtered by workflow, status and creation time; paged with a cursor",
+    "Runs, newest first, filtered by workflow, status, creation time and business keys; paged with a cursor",
     tag="runs", role="viewer", query=schemas.LIST_RUNS_QUERY,
     responses={200: ("A page of runs; pass next_cursor as ?cursor= for the next one", "RunPage"),
                400: ("Bad filter", "Error")},
 )
 def list_runs() -> Response:
     args = query_args(schemas.LIST_RUNS_QUERY)
+    search, problems = parse_filters({k.removeprefix("search."): v for k, v in args.items() if k.startswith("search.")})
+    if problems:
+        raise ApiError(400, "invalid_query", "; ".join(problems), problems)
     try:
         page = store().list_runs(
             workflow=args.get("workflow"),
@@ -96,6 +100,7 @@ def list_runs() -> Response:
             until=parse_time(args["until"], "until") if "until" in args else None,
             limit=args.get("limit", 50),
             cursor=args.get("cursor"),
+            search=search,
         )
     except InvalidParams as exc:  # a cursor that no page gave out
         raise ApiError(400, "invalid_query", "; ".join(exc.problems), exc.problems) from None

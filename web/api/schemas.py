@@ -190,6 +190,14 @@ LIST_RUNS_QUERY: Schema = {
         "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
         "cursor": {"type": "string", "minLength": 1, "description": "`next_cursor` of the previous page."},
     },
+    "patternProperties": {
+        r"^search\.": {
+            "type": "string", "maxLength": 255, "x-flow-name": "search.{key}",
+            "description": "Runs whose business key KEY (the workflow's `search { KEY: ... }` clause) has "
+                           "this value, compared as text: `?search.order=4711`. Several keys combine with "
+                           "AND (at most 8).",
+        },
+    },
 }
 
 GET_RUN_QUERY: Schema = {
@@ -245,6 +253,10 @@ RUN: Schema = {
         "workflow": {},
         "status": {"type": "string", "enum": [s.value for s in RunStatus]},
         "params": {},
+        "search": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "The run's business keys (the workflow's `search` clause), as text."},
+        "backfill_id": {"type": ["string", "null"], "description": "The backfill that started the run, if any."},
+        "scheduled_at": {"type": ["string", "null"], "description": "The fire time that started the run, if any."},
         "steps": {},
         "created_at": TIMESTAMP,
     },
@@ -377,6 +389,54 @@ SCHEDULE: Schema = {
     },
 }
 
+BACKFILL: Schema = {
+    "type": "object",
+    "required": ["from", "to"],
+    "properties": {
+        "from": {"type": "string", "minLength": 1, "description": "First instant of the range, included (ISO 8601; no offset: UTC)."},
+        "to": {"type": "string", "minLength": 1, "description": "End of the range, excluded; not after now."},
+        "max_parallel": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
+                         "description": "At most this many of the backfill's runs in flight; the scheduler starts the rest as they finish. Default: all at once."},
+        "dry_run": {"type": "boolean", "default": False, "description": "Only list the fire times: start nothing."},
+    },
+    "additionalProperties": False,
+}
+
+BACKFILL_RESULT: Schema = {
+    "type": "object",
+    "required": ["schedule_id", "backfill_id", "fire_times", "new", "already", "started", "queued", "dry_run"],
+    "properties": {
+        "schedule_id": ID,
+        "backfill_id": {"type": ["string", "null"], "description": "Null for a dry run or when every fire time had fired already."},
+        "from": TIMESTAMP, "to": TIMESTAMP,
+        "dry_run": {"type": "boolean"},
+        "max_parallel": {"type": ["integer", "null"]},
+        "fire_times": {"type": "array", "items": {"type": "string"}, "description": "Every fire time of the range."},
+        "new": {"type": "array", "items": {"type": "string"}, "description": "Fire times this backfill runs (or would run)."},
+        "already": {"type": "array", "items": {"type": "string"}, "description": "Fire times recorded before: not run again."},
+        "started": {"type": "array", "items": {"type": "object"}, "description": "Fires started now: fire_time, run_id or task_id, error."},
+        "queued": {"type": "integer", "description": "New fires waiting for a slot under max_parallel."},
+    },
+}
+
+BACKFILL_LIST: Schema = {
+    "type": "object",
+    "required": ["backfills"],
+    "properties": {"backfills": {"type": "array", "items": {"type": "object"}}},
+}
+
+BACKFILL_CANCELLED: Schema = {
+    "type": "object",
+    "required": ["backfill_id", "dropped"],
+    "properties": {"backfill_id": ID, "dropped": {"type": "integer", "description": "Queued fires dropped."}},
+}
+
+SCHEDULE_LIST: Schema = {
+    "type": "object",
+    "required": ["schedules"],
+    "properties": {"schedules": {"type": "array", "items": ref("Schedule")}},
+}
+
 SCHEDULED_LIST: Schema = {
     "type": "object",
     "required": ["tasks"],
@@ -412,4 +472,9 @@ COMPONENTS: dict[str, Schema] = {
     "Health": HEALTH,
     "Schedule": SCHEDULE,
     "ScheduledList": SCHEDULED_LIST,
+    "ScheduleList": SCHEDULE_LIST,
+    "Backfill": BACKFILL,
+    "BackfillResult": BACKFILL_RESULT,
+    "BackfillList": BACKFILL_LIST,
+    "BackfillCancelled": BACKFILL_CANCELLED,
 }

@@ -13,7 +13,7 @@ from typing import Any
 
 KEYWORDS = frozenset("""
 flow workflow step let after when for each in where concurrency retry timeout compensate none
-allow_failure doc output on failure defaults schedule cron every at true false null and or not
+allow_failure doc output on failure defaults schedule cron every at search true false null and or not
 """.split())
 
 _TOKEN = re.compile(r"""

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, flash, redirect, request, url_for
 from dsl import graph as dsl_graph
 from dsl.spec import WorkflowSpec
 from engine.core.errors import Conflict, IllegalTransition, InvalidParams
+from engine.core.search import parse_terms
 from engine.core.states import RunStatus
 from engine.store import dashboard as queries
 from web.api.context import services, store
@@ -39,9 +40,12 @@ def _time_arg(name: str, problems: list[str]) -> datetime | None:
 
 @bp.get("")
 def index() -> Response:
-    """The runs, newest first, filtered by workflow, status and creation time; polls while live."""
+    """The runs, newest first, filtered by workflow, status, creation time and business keys
+    (``search=order=4711 customer=acme``); polls while live."""
     problems: list[str] = []
-    filters = {key: request.args.get(key, "").strip() for key in ("workflow", "status", "since", "until")}
+    filters = {key: request.args.get(key, "").strip() for key in ("workflow", "status", "since", "until", "search")}
+    search, search_problems = parse_terms(filters["search"])
+    problems.extend(f"search: {p}" for p in search_problems)
     if filters["status"] and filters["status"] not in STATUSES:
         problems.append(f"status: {filters['status']!r} is not one of {', '.join(STATUSES)}")
     since, until = _time_arg("since", problems), _time_arg("until", problems)
@@ -51,7 +55,7 @@ def index() -> Response:
         try:
             result = store().list_runs(
                 workflow=filters["workflow"] or None, status=filters["status"] or None,
-                since=since, until=until, limit=PAGE_SIZE, cursor=cursor,
+                since=since, until=until, limit=PAGE_SIZE, cursor=cursor, search=search,
             )
         except InvalidParams as exc:
             problems.extend(exc.problems)
