@@ -83,9 +83,11 @@ class World:
         # Approval tasks whose mock outcome was taken (each waiting approval takes one).
         self._decided: set[str] = set()
 
-    def start(self, workflow: str, params: dict[str, Any], workers: MockedWorkers) -> str:
-        """Start a run whose tasks ``workers`` answer; its id. Raises ``InvalidParams``."""
-        run_id = self.store.start_run(workflow, params)
+    def start(self, workflow: str, params: dict[str, Any], workers: MockedWorkers,
+              scheduled_at: str | None = None) -> str:
+        """Start a run whose tasks ``workers`` answer (as a schedule's fire, when ``scheduled_at``
+        is given); its id. Raises ``InvalidParams``."""
+        run_id = self.store.start_run(workflow, params, scheduled_at=scheduled_at)
         self._workers[run_id] = workers
         return run_id
 

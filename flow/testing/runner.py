@@ -1,0 +1,192 @@
+"""Run the tests of `.flowtest` files: load and check them, then drive their runs in a world.
+
+The tests of one file that start at the same virtual instant run side by side in one world (one
+fresh copy of the database, one clock), as the runs of many users move under one coordinator;
+each run answers only to its own test's mocks, and jitter is off, so a test gives the same result
+alone or among others. A file whose tests or workflows do not compile runs none of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dsl
+from dsl import evaluator
+from dsl.errors import Diagnostic, error, render_diagnostic
+from dsl.flowtest import checks, parser, verdict
+from dsl.flowtest.model import FlowTest, FlowTestFile
+from dsl.spec import Span, WorkflowSpec
+from engine.core.errors import InvalidParams
+from engine.settings import Settings
+from flow.testing.clock import DEFAULT_START
+from flow.testing.database import Sandbox
+from flow.testing.executor import MockedWorkers
+from flow.testing.world import World
+
+SUFFIX = ".flowtest"
+# The workers of a test never read these; Settings needs them.
+_SETTINGS = Settings(database_url="sqlite://", broker_url="memory://")
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """One test's verdict: ``passed``, else the ``problems`` (each with its line:col)."""
+
+    file: str
+    name: str
+    line: int
+    passed: bool
+    problems: tuple[str, ...] = ()
+    virtual_seconds: float = 0.0
+    run_id: str | None = None
+
+
+@dataclass
+class LoadedFile:
+    """A `.flowtest` file with the workflows it tests, compiled, and every diagnostic found."""
+
+    path: str
+    text: str
+    tests: FlowTestFile
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    specs: dict[str, WorkflowSpec] = field(default_factory=dict)
+    diagnostics: list[tuple[Diagnostic, str]] = field(default_factory=list)  # with the text they point into
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d, _ in self.diagnostics)
+
+    def render(self) -> str:
+        return "\n".join(render_diagnostic(d, text) for d, text in self.diagnostics)
+
+
+def find_files(paths: Iterable[str]) -> list[str]:
+    """The `.flowtest` files among ``paths``, directories searched recursively, in a stable order."""
+    found: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(str(p) for p in sorted(path.rglob(f"*{SUFFIX}")))
+        else:
+            found.append(str(path))
+    return list(dict.fromkeys(found))
+
+
+def load(path: str) -> LoadedFile:
+    """Read, parse and check one file. Raises ``OSError`` when it (or a file it uses) cannot be read."""
+    text = Path(path).read_text(encoding="utf-8")
+    tests, syntax = parser.parse(text, path)
+    loaded = LoadedFile(path, text, tests, diagnostics=[(d, text) for d in syntax])
+    uses = tests.uses or ((Path(path).with_suffix(".flow").name, Span(path, 1, 1, 1, 2)),)
+    for relative, where in uses:
+        source_path = Path(path).parent / relative
+        try:
+            source = source_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            hint = "" if tests.uses else f"; name the workflow files with `use \"FILE.flow\"`"
+            loaded.diagnostics.append((error("T112", f"cannot read {source_path}: "
+                                             f"{exc.strerror or exc}{hint}", where), text))
+            continue
+        compiled = dsl.compile_source(source, str(source_path))
+        loaded.diagnostics.extend((d, source) for d in compiled.diagnostics if d.is_error)
+        loaded.sources.append((str(source_path), source))
+        loaded.specs.update({s.name: s for s in compiled.specs})
+    if loaded.ok:
+        for test in tests.tests:
+            spec, problems = checks.pick_workflow(test, loaded.specs)
+            if spec is not None:
+                problems += checks.check(test, spec)
+            loaded.diagnostics.extend((d, text) for d in problems)
+    return loaded
+
+
+def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = None) -> list[TestOutcome]:
+    """Run the tests of ``loaded`` (those named in ``only``, if given); one outcome each."""
+    selected = [t for t in loaded.tests.tests if only is None or t.name in only]
+    if not loaded.ok:
+        message = f"{loaded.path} does not compile:\n{loaded.render()}"
+        return [TestOutcome(loaded.path, t.name, t.span.line, False, (message,)) for t in selected]
+    by_start: dict[str | None, list[FlowTest]] = {}
+    for test in selected:
+        by_start.setdefault(test.start_at, []).append(test)
+    outcomes: dict[str, TestOutcome] = {}
+    for start_at, tests in by_start.items():
+        for outcome in _run_together(loaded, sandbox, start_at, tests):
+            outcomes[outcome.name] = outcome
+    return [outcomes[t.name] for t in selected]
+
+
+def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
+                  tests: list[FlowTest]) -> list[TestOutcome]:
+    sandbox.reset(loaded.sources)
+    start = datetime.fromisoformat(start_at).timestamp() if start_at else DEFAULT_START
+    world = World(sandbox.engine, start)
+    started: list[tuple[FlowTest, str, MockedWorkers]] = []
+    outcomes: list[TestOutcome] = []
+    for test in tests:
+        spec, _ = checks.pick_workflow(test, loaded.specs)
+        assert spec is not None  # load() reported it otherwise
+        try:
+            params = evaluator.evaluate(test.params, {}) if test.params else {}
+            secrets = evaluator.evaluate(test.secrets, {}) if test.secrets else {}
+        except evaluator.EvaluationError as exc:
+            outcomes.append(_broken(loaded, test, f"its params or secrets cannot be evaluated: {exc}"))
+            continue
+        if not isinstance(params, dict) or not isinstance(secrets, dict):
+            outcomes.append(_broken(loaded, test, "`params` and `secrets` must be objects"))
+            continue
+        settings = Settings(_SETTINGS.database_url, _SETTINGS.broker_url,
+                            secrets={str(k): str(v) for k, v in secrets.items()})
+        workers = MockedWorkers(test.mocks, settings, world.clock)
+        try:
+            run_id = world.start(spec.name, params, workers, scheduled_at=start_at)
+        except InvalidParams as exc:
+            problems = "; ".join(str(p) for p in (exc.problems or [exc]))
+            outcomes.append(_broken(loaded, test, f"invalid params for {spec.name}: {problems}"))
+            continue
+        started.append((test, run_id, workers))
+    world.settle()
+    for test, run_id, workers in started:
+        document = world.store.get_run(run_id)
+        elapsed = _elapsed(document, world.clock())
+        problems = list(workers.problems) or verdict.failures(test.expectations, verdict.environment(document, elapsed))
+        outcomes.append(TestOutcome(loaded.path, test.name, test.span.line, not problems, tuple(problems),
+                                    elapsed, run_id))
+    return outcomes
+
+
+def _broken(loaded: LoadedFile, test: FlowTest, message: str) -> TestOutcome:
+    where = test.params_span or test.span
+    return TestOutcome(loaded.path, test.name, test.span.line, False, (f"{where.file}:{where.line}:{where.column}: {message}",))
+
+
+def _elapsed(document: dict[str, Any], now: float) -> float:
+    created = document.get("created_at")
+    finished = document.get("finished_at")
+    if not created:
+        return 0.0
+    end = datetime.fromisoformat(finished).timestamp() if finished else now
+    return end - datetime.fromisoformat(created).timestamp()
+
+
+@dataclass
+class Session:
+    """Runs files one after another on one sandbox database; ``elapsed`` is wall seconds."""
+
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    elapsed: float = 0.0
+
+    def run(self, loaded: LoadedFile, only: Sequence[str] | None = None) -> list[TestOutcome]:
+        began = time.perf_counter()
+        try:
+            return run_file(loaded, self.sandbox, only)
+        finally:
+            self.elapsed += time.perf_counter() - began
+
+    def close(self) -> None:
+        self.sandbox.close()
