@@ -131,6 +131,8 @@ class Scanner:
             if char == "\n" and not stack:
                 break
             if char == "#":
+                if not stack:
+                    break  # a comment after the statement; `skip_blank` passes over it
                 while not self.at_end() and self.peek() != "\n":
                     self.advance()
                 continue

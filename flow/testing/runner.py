@@ -55,7 +55,11 @@ class LoadedFile:
     tests: FlowTestFile
     sources: list[tuple[str, str]] = field(default_factory=list)
     specs: dict[str, WorkflowSpec] = field(default_factory=dict)
-    diagnostics: list[tuple[Diagnostic, str]] = field(default_factory=list)  # with the text they point into
+    # The file's own problems (syntax, a workflow that does not compile), with the text they
+    # point into: no test of the file runs.
+    diagnostics: list[tuple[Diagnostic, str]] = field(default_factory=list)
+    # Each test's problems against its workflow (T2xx, T3xx): that test does not run.
+    test_problems: dict[str, list[Diagnostic]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +67,9 @@ class LoadedFile:
 
     def render(self) -> str:
         return "\n".join(render_diagnostic(d, text) for d, text in self.diagnostics)
+
+    def render_test(self, name: str) -> list[str]:
+        return [render_diagnostic(d, self.text) for d in self.test_problems.get(name, [])]
 
 
 def find_files(paths: Iterable[str]) -> list[str]:
@@ -101,7 +108,8 @@ def load(path: str) -> LoadedFile:
             spec, problems = checks.pick_workflow(test, loaded.specs)
             if spec is not None:
                 problems += checks.check(test, spec)
-            loaded.diagnostics.extend((d, text) for d in problems)
+            if problems:
+                loaded.test_problems[test.name] = problems
     return loaded
 
 
@@ -109,12 +117,16 @@ def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = 
     """Run the tests of ``loaded`` (those named in ``only``, if given); one outcome each."""
     selected = [t for t in loaded.tests.tests if only is None or t.name in only]
     if not loaded.ok:
-        message = f"{loaded.path} does not compile:\n{loaded.render()}"
+        message = f"not run: {loaded.path} or a workflow it uses does not compile"
         return [TestOutcome(loaded.path, t.name, t.span.line, False, (message,)) for t in selected]
+    outcomes: dict[str, TestOutcome] = {}
     by_start: dict[str | None, list[FlowTest]] = {}
     for test in selected:
+        if test.name in loaded.test_problems:
+            outcomes[test.name] = TestOutcome(loaded.path, test.name, test.span.line, False,
+                                              tuple(loaded.render_test(test.name)))
+            continue
         by_start.setdefault(test.start_at, []).append(test)
-    outcomes: dict[str, TestOutcome] = {}
     for start_at, tests in by_start.items():
         for outcome in _run_together(loaded, sandbox, start_at, tests):
             outcomes[outcome.name] = outcome
