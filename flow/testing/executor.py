@@ -15,6 +15,7 @@ from typing import Any
 
 from dsl import evaluator
 from dsl.flowtest.model import Mock, Outcome
+from dsl.spec import Span
 from engine.core.contracts import Failure, ResultMessage, TaskMessage
 from engine.settings import Settings
 from workers.handler_api import HandlerError, TaskContext
@@ -26,8 +27,9 @@ PURE_TASK_TYPES = frozenset({"data_processing", "noop"})
 WORKER = "flow-test"
 
 
-def missing_mock(step: str, task_type: str) -> str:
-    return (f"step {step!r} ({task_type}) has no mock, and a test never runs it for real; "
+def missing_mock(where: Span, step: str, task_type: str) -> str:
+    return (f"{where.file}:{where.line}:{where.column}: step {step!r} ({task_type}) has no mock, "
+            f"and a test never runs it for real; "
             f"add `mock {step}: output {{ ... }}` (or `fail \"CLASS\"`) to the test")
 
 
@@ -51,7 +53,8 @@ class _Cursor:
 class MockedWorkers:
     """Answers task messages as a worker would, with the test's mocks in place of the handlers."""
 
-    def __init__(self, mocks: Sequence[Mock], settings: Settings, clock: Any) -> None:
+    def __init__(self, mocks: Sequence[Mock], settings: Settings, clock: Any, where: Span) -> None:
+        self._where = where  # the test's name, where problems of the test's own point
         self._mocks = {(m.step, m.target): m for m in mocks}
         self._cursors: dict[tuple[str, str, int | None], _Cursor] = {}
         self._settings = settings
@@ -98,7 +101,7 @@ class MockedWorkers:
             return None, None
         if task.task_type in PURE_TASK_TYPES:
             return self._real_handler(task, payload)
-        return self._problem(missing_mock(step, task.task_type))
+        return self._problem(missing_mock(self._where, step, task.task_type))
 
     def _outcome(self, outcome: Outcome, task: TaskMessage, payload: Mapping[str, Any]) -> tuple[Any, Failure | None]:
         if outcome.kind == "fail":

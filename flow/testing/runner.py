@@ -154,7 +154,7 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
             continue
         settings = Settings(_SETTINGS.database_url, _SETTINGS.broker_url,
                             secrets={str(k): str(v) for k, v in secrets.items()})
-        workers = MockedWorkers(test.mocks, settings, world.clock)
+        workers = MockedWorkers(test.mocks, settings, world.clock, test.span)
         try:
             run_id = world.start(spec.name, params, workers, scheduled_at=start_at)
         except InvalidParams as exc:
