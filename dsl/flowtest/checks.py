@@ -3,6 +3,7 @@
 - T201 the test names no workflow its files declare (or names none when they declare several);
 - T202 a mock or expectation names a step the workflow does not have ("did you mean");
 - T203 a mock that cannot stand for its step (`approve` on an http step, `output` on an approval,
+  an item of a step that is no fan-out,
   a `.compensate` mock of a step that compensates nothing, a mock of a `sleep` or `subflow`);
 - T204 two mocks of the same step;
 - T301 an expectation that cannot be evaluated (an unknown root, a step field that does not exist,
@@ -53,9 +54,9 @@ def check(test: FlowTest, spec: WorkflowSpec) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     seen: set[tuple[str, str]] = set()
     for mock in test.mocks:
-        if (mock.step, mock.target) in seen:
+        if (mock.label, mock.target) in seen:
             diagnostics.append(error("T204", f"a second mock of `{mock.label}`", mock.step_span))
-        seen.add((mock.step, mock.target))
+        seen.add((mock.label, mock.target))
         diagnostics.extend(_check_mock(mock, steps))
     for expectation in test.expectations:
         diagnostics.extend(_check_expectation(expectation, steps))
@@ -72,6 +73,8 @@ def _check_mock(mock: Mock, steps: Mapping[str, StepSpec]) -> Iterator[Diagnosti
     if step is None:
         yield _unknown_step(mock.step, mock.step_span, steps)
         return
+    if mock.item is not None and step.for_each is None:
+        yield error("T203", f"step `{step.name}` is not a fan-out: it has no item {mock.item} to mock", mock.step_span)
     if mock.target == "compensate":
         if step.compensate is None or step.compensate.type is None:
             yield error("T203", f"step `{step.name}` has no compensation to mock", mock.step_span)

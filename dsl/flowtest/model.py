@@ -46,10 +46,13 @@ class Mock:
     outcomes: tuple[Outcome, ...]
     span: Span
     step_span: Span
+    # `mock resize[2]: ...` answers only that item of a fan-out (it wins over `mock resize`).
+    item: int | None = None
 
     @property
     def label(self) -> str:
-        return self.step if self.target == "step" else f"{self.step}.compensate"
+        name = self.step if self.item is None else f"{self.step}[{self.item}]"
+        return name if self.target == "step" else f"{name}.compensate"
 
 
 # `expect status completed`, `expect compensated [a, b]`, `expect skipped [c]`, `expect EXPR`.

@@ -21,6 +21,7 @@ _TEST_ROOTS = frozenset({"output"})
 _TIMES = re.compile(r"\s+x([0-9]+)\s*$")
 _STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TARGET = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+)\])?(\.compensate)?")
 _STATEMENTS = ("workflow", "params", "secrets", "at", "mock", "expect")
 
 
@@ -161,12 +162,14 @@ def _mock(word: Piece, body: Piece) -> Mock:
     if colon < 0:
         raise ScanError(error("T109", "a mock reads `mock STEP: OUTCOME, then OUTCOME ...`", body.span()))
     target = body.at(0, colon).strip()
-    step, _, part = target.text.partition(".")
-    if not _NAME.fullmatch(step) or part not in ("", "compensate"):
-        raise ScanError(error("T109", "a mock names a step, or `STEP.compensate` for its compensation",
-                              target.span()))
+    named = _TARGET.fullmatch(target.text)
+    if named is None:
+        raise ScanError(error("T109", "a mock names a step (`charge`), one item of a fan-out (`reserve[0]`), "
+                                      "or a compensation (`charge.compensate`)", target.span()))
+    step, item, compensate = named.group(1), named.group(2), named.group(3)
     outcomes = tuple(_outcome(p.strip()) for p in split_top_level(body.at(colon + 1)))
-    return Mock(step, "compensate" if part else "step", outcomes, body.span(), target.at(0, len(step)).span())
+    return Mock(step, "compensate" if compensate else "step", outcomes, body.span(), target.at(0, len(step)).span(),
+                int(item) if item is not None else None)
 
 
 def _outcome(piece: Piece) -> Outcome:

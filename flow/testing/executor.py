@@ -55,7 +55,8 @@ class MockedWorkers:
 
     def __init__(self, mocks: Sequence[Mock], settings: Settings, clock: Any, where: Span) -> None:
         self._where = where  # the test's name, where problems of the test's own point
-        self._mocks = {(m.step, m.target): m for m in mocks}
+        # By (step, target, item): item None is the mock of every item without its own.
+        self._mocks = {(m.step, m.target, m.item): m for m in mocks}
         self._cursors: dict[tuple[str, str, int | None], _Cursor] = {}
         self._settings = settings
         self._clock = clock
@@ -64,8 +65,9 @@ class MockedWorkers:
         # the task fails so that the run ends, and the test reports these instead of its checks.
         self.problems: list[str] = []
 
-    def mock_for(self, step: str, target: str) -> Mock | None:
-        return self._mocks.get((step, target))
+    def mock_for(self, step: str, target: str, item: int | None = None) -> Mock | None:
+        found = self._mocks.get((step, target, item)) if item is not None else None
+        return found or self._mocks.get((step, target, None))
 
     def next_outcome(self, mock: Mock, item: int | None) -> Outcome:
         """What ``mock`` does for the next attempt of its step (each fan-out item counts apart)."""
@@ -90,13 +92,14 @@ class MockedWorkers:
         compensating = task.task_type == "compensation"
         step = str(task.payload.get("step") if compensating else task.step)
         target = "compensate" if compensating else "step"
-        mock = self._mocks.get((step, target))
+        item = task.payload.get("item") if compensating else task.item
+        mock = self.mock_for(step, target, item if isinstance(item, int) else None)
         try:
             payload = resolve_payload(task.payload, self._settings)
         except HandlerError as exc:
             return None, exc.failure
         if mock is not None:
-                return self._outcome(self.next_outcome(mock, task.item), task, payload)
+                return self._outcome(self.next_outcome(mock, item if isinstance(item, int) else None), task, payload)
         if compensating:
             return None, None
         if task.task_type in PURE_TASK_TYPES:

@@ -126,7 +126,7 @@ class World:
             if task_id in self._decided:
                 continue
             workers = self._workers_of(run_id)
-            mock = workers.mock_for(step, "step")
+            mock = workers.mock_for(step, "step", item)
             if mock is None:
                 continue  # no mock: the approval waits (for its timeout, or for ever)
             outcome = workers.next_outcome(mock, item)
