@@ -48,9 +48,25 @@ def pick_workflow(test: FlowTest, specs: Mapping[str, WorkflowSpec]) -> tuple[Wo
                         test.span)]
 
 
-def check(test: FlowTest, spec: WorkflowSpec) -> list[Diagnostic]:
-    """Every problem of ``test`` against the workflow it runs."""
-    steps = {s.name: s for s in (*spec.steps, *spec.on_failure)}
+def workflows_run(spec: WorkflowSpec, specs: Mapping[str, WorkflowSpec]) -> list[WorkflowSpec]:
+    """``spec`` and the workflows its `subflow` steps start (by constant name), transitively:
+    their steps run in the test too, and answer to its mocks."""
+    found = {spec.name: spec}
+    pending = [spec]
+    while pending:
+        for step in pending.pop().steps:
+            child = step.config.get("workflow") if step.type == "subflow" else None
+            name = child.get("value") if isinstance(child, dict) and child.get("op") == "lit" else None
+            if isinstance(name, str) and name in specs and name not in found:
+                found[name] = specs[name]
+                pending.append(specs[name])
+    return list(found.values())
+
+
+def check(test: FlowTest, spec: WorkflowSpec, specs: Mapping[str, WorkflowSpec] | None = None) -> list[Diagnostic]:
+    """Every problem of ``test`` against the workflow it runs (and the children it starts)."""
+    family = workflows_run(spec, specs or {spec.name: spec})
+    steps = {s.name: s for w in reversed(family) for s in (*w.steps, *w.on_failure)}
     diagnostics: list[Diagnostic] = []
     seen: set[tuple[str, str]] = set()
     for mock in test.mocks:
@@ -60,7 +76,8 @@ def check(test: FlowTest, spec: WorkflowSpec) -> list[Diagnostic]:
         diagnostics.extend(_check_mock(mock, steps))
     for expectation in test.expectations:
         diagnostics.extend(_check_expectation(expectation, steps))
-    diagnostics.extend(_check_fit(test.mocks, spec, steps))
+    for workflow in family:
+        diagnostics.extend(_check_fit(test.mocks, workflow, steps))
     return diagnostics
 
 

@@ -107,7 +107,7 @@ def load(path: str) -> LoadedFile:
         for test in tests.tests:
             spec, problems = checks.pick_workflow(test, loaded.specs)
             if spec is not None:
-                problems += checks.check(test, spec)
+                problems += checks.check(test, spec, loaded.specs)
             if problems:
                 loaded.test_problems[test.name] = problems
     return loaded
