@@ -6,7 +6,9 @@ Generates a saga of S sequential HTTP steps, each with a compensation, and N tes
 through, 30 % retry one step after a 503, 30 % fail for good at one step and roll back every step
 before it. Times what `flow test FILE` does after Python's imports: read and parse the test file,
 compile the workflow, migrate the in-memory database, run every test and check its expectations.
-Each repetition is a fresh process state (a new session and database); the figure is the median.
+Each repetition starts a new session (a new database, migrated again); the figure is the median
+wall time, with the process's CPU time beside it (on a loaded machine the wall time also counts
+other processes' turns).
 """
 
 from __future__ import annotations
@@ -72,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     (directory / "saga.flow").write_text(saga(args.steps))
     (directory / "saga.flowtest").write_text(tests(args.tests, args.steps))
     times: list[float] = []
+    cpu: list[float] = []
     for _ in range(args.repeat):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         session = Session()
         loaded = load(str(directory / "saga.flowtest"))
         outcomes = session.run(loaded)
         session.close()
         times.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
         failed = [o for o in outcomes if not o.passed]
         if failed or not loaded.ok:
             print(loaded.render(), *[f"{o.name}: {o.problems}" for o in failed], sep="\n", file=sys.stderr)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     median = statistics.median(times)
     print(f"flow test: {args.tests} tests of a {args.steps}-step saga in {median:.2f} s "
           f"(median of {args.repeat}; min {min(times):.2f} s, max {max(times):.2f} s; "
-          f"{median / args.tests * 1000:.1f} ms a test; target under 2 s)")
+          f"{median / args.tests * 1000:.1f} ms a test; CPU {statistics.median(cpu):.2f} s; target under 2 s)")
     return 0
 
 

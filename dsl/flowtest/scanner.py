@@ -6,6 +6,8 @@ over newlines, so `params { ... }` may span lines. `test "name" { ... }` holds s
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from dsl.errors import Diagnostic, error
@@ -50,17 +52,25 @@ class ScanError(Exception):
 
 
 class Scanner:
-    """Walks the text of one file, keeping line and column."""
+    """Walks the text of one file; lines and columns are computed from the offset when asked."""
 
     def __init__(self, text: str, filename: str) -> None:
         self.text = text
         self.file = filename
         self.pos = 0
-        self.line = 1
-        self.column = 1
+        self._line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
+
+    @property
+    def line(self) -> int:
+        return bisect_right(self._line_starts, self.pos)
+
+    @property
+    def column(self) -> int:
+        return self.pos - self._line_starts[self.line - 1] + 1
 
     def here(self, length: int = 1) -> Span:
-        return Span(self.file, self.line, self.column, self.line, self.column + max(length, 1))
+        line, column = self.line, self.column
+        return Span(self.file, line, column, line, column + max(length, 1))
 
     def fail(self, code: str, message: str, length: int = 1, *notes: str) -> ScanError:
         return ScanError(error(code, message, self.here(length), *notes))
@@ -72,75 +82,64 @@ class Scanner:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def advance(self, count: int = 1) -> None:
-        for _ in range(count):
-            if self.pos >= len(self.text):
-                return
-            if self.text[self.pos] == "\n":
-                self.line += 1
-                self.column = 1
-            else:
-                self.column += 1
-            self.pos += 1
+        self.pos = min(self.pos + count, len(self.text))
+
+    def piece(self, start: int, end: int) -> Piece:
+        line = bisect_right(self._line_starts, start)
+        return Piece(self.text[start:end], line, start - self._line_starts[line - 1] + 1, self.file)
 
     def skip_blank(self) -> None:
         """Skip white space, newlines and `#` comments."""
-        while not self.at_end():
-            char = self.peek()
-            if char.isspace():
-                self.advance()
-            elif char == "#":
-                while not self.at_end() and self.peek() != "\n":
-                    self.advance()
-            else:
-                return
+        match = _BLANK.match(self.text, self.pos)
+        self.pos = match.end() if match else self.pos
 
     def word(self) -> Piece | None:
         """A name (`test`, `mock`, `order_saga`) at the current position, if one starts here."""
-        start = self.pos
-        line, column = self.line, self.column
-        while not self.at_end() and (self.peek().isalnum() or self.peek() == "_"):
-            self.advance()
-        if self.pos == start or self.text[start].isdigit():
+        match = _WORD.match(self.text, self.pos)
+        if match is None:
             return None
-        return Piece(self.text[start:self.pos], line, column, self.file)
+        self.pos = match.end()
+        return self.piece(match.start(), match.end())
 
     def string(self) -> Piece:
         """A `"..."` string literal (its text without the quotes; escapes are not interpreted)."""
         if self.peek() != '"':
             raise self.fail("T101", "expected a string in double quotes")
-        line, column = self.line, self.column
-        self.advance()
-        start = self.pos
-        while self.peek() != '"':
-            if self.at_end() or self.peek() == "\n":
-                raise ScanError(error("T102", "unterminated string", Span(self.file, line, column, line, column + 1),
-                                      "help: close it with `\"` on the same line"))
-            self.advance(2 if self.peek() == "\\" else 1)
-        text = self.text[start:self.pos]
-        self.advance()
-        return Piece(text, line, column + 1, self.file)
+        match = _DOUBLE_QUOTED.match(self.text, self.pos)
+        if match is None:
+            raise self.fail("T102", "unterminated string", 1, "help: close it with `\"` on the same line")
+        self.pos = match.end()
+        return self.piece(match.start() + 1, match.end() - 1)
 
     def rest_of_statement(self) -> Piece:
         """From here to the end of the line, continued over newlines inside brackets and strings;
-        stops before a `}` that closes the enclosing block."""
-        line, column = self.line, self.column
+        stops before a `}` that closes the enclosing block, and before a comment."""
+        text = self.text
         start = self.pos
-        stack: list[tuple[str, Span]] = []
-        while not self.at_end():
-            char = self.peek()
+        stack: list[tuple[str, int]] = []
+        while True:
+            match = _INTERESTING.search(text, self.pos)
+            if match is None:
+                self.pos = len(text)
+                break
+            self.pos = match.start()
+            char = match.group()
             if char == "\n" and not stack:
                 break
             if char == "#":
                 if not stack:
                     break  # a comment after the statement; `skip_blank` passes over it
-                while not self.at_end() and self.peek() != "\n":
-                    self.advance()
+                newline = text.find("\n", self.pos)
+                self.pos = len(text) if newline < 0 else newline
                 continue
             if char in "\"'":
-                self._skip_quoted(char)
+                quoted = (_DOUBLE_QUOTED if char == '"' else _SINGLE_QUOTED).match(text, self.pos)
+                if quoted is None:
+                    raise self.fail("T102", "unterminated string")
+                self.pos = quoted.end()
                 continue
             if char in _OPEN:
-                stack.append((char, self.here()))
+                stack.append((char, self.pos))
             elif char in _CLOSE:
                 if not stack:
                     if char == "}":
@@ -148,21 +147,21 @@ class Scanner:
                     raise self.fail("T103", f"unmatched `{char}`")
                 opened, where = stack.pop()
                 if opened != _CLOSE[char]:
-                    raise self.fail("T103", f"`{char}` does not close the `{opened}` at line {where.line}")
-            self.advance()
+                    line = bisect_right(self._line_starts, where)
+                    raise self.fail("T103", f"`{char}` does not close the `{opened}` at line {line}")
+            self.pos += 1
         if stack:
             opened, where = stack[-1]
-            raise ScanError(error("T103", f"`{opened}` is never closed", where))
-        return Piece(self.text[start:self.pos], line, column, self.file)
+            self.pos = where
+            raise self.fail("T103", f"`{opened}` is never closed")
+        return self.piece(start, self.pos)
 
-    def _skip_quoted(self, quote: str) -> None:
-        line, column = self.line, self.column
-        self.advance()
-        while self.peek() != quote:
-            if self.at_end() or self.peek() == "\n":
-                raise ScanError(error("T102", "unterminated string", Span(self.file, line, column, line, column + 1)))
-            self.advance(2 if self.peek() == "\\" and quote == '"' else 1)
-        self.advance()
+
+_BLANK = re.compile(r"(?:\s+|#[^\n]*)+")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_SINGLE_QUOTED = re.compile(r"'[^'\n]*'")
+_INTERESTING = re.compile(r"[\n#\"'()\[\]{}]")
 
 
 def split_top_level(piece: Piece, separator: str = ",") -> list[Piece]:

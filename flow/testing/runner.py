@@ -138,8 +138,8 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
     sandbox.reset(loaded.sources)
     start = datetime.fromisoformat(start_at).timestamp() if start_at else DEFAULT_START
     world = World(sandbox.engine, start)
-    started: list[tuple[FlowTest, str, MockedWorkers]] = []
     outcomes: list[TestOutcome] = []
+    prepared: dict[str, list[tuple[FlowTest, dict[str, Any], MockedWorkers]]] = {}
     for test in tests:
         spec, _ = checks.pick_workflow(test, loaded.specs)
         assert spec is not None  # load() reported it otherwise
@@ -147,21 +147,18 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
             params = evaluator.evaluate(test.params, {}) if test.params else {}
             secrets = evaluator.evaluate(test.secrets, {}) if test.secrets else {}
         except evaluator.EvaluationError as exc:
-            outcomes.append(_broken(loaded, test, f"its params or secrets cannot be evaluated: {exc}"))
+            outcomes.append(_broken(test, f"its params or secrets cannot be evaluated: {exc}"))
             continue
         if not isinstance(params, dict) or not isinstance(secrets, dict):
-            outcomes.append(_broken(loaded, test, "`params` and `secrets` must be objects"))
+            outcomes.append(_broken(test, "`params` and `secrets` must be objects"))
             continue
         settings = Settings(_SETTINGS.database_url, _SETTINGS.broker_url,
                             secrets={str(k): str(v) for k, v in secrets.items()})
         workers = MockedWorkers(test.mocks, settings, world.clock, test.span)
-        try:
-            run_id = world.start(spec.name, params, workers, scheduled_at=start_at)
-        except InvalidParams as exc:
-            problems = "; ".join(str(p) for p in (exc.problems or [exc]))
-            outcomes.append(_broken(loaded, test, f"invalid params for {spec.name}: {problems}"))
-            continue
-        started.append((test, run_id, workers))
+        prepared.setdefault(spec.name, []).append((test, params, workers))
+    started: list[tuple[FlowTest, str, MockedWorkers]] = []
+    for workflow, group in prepared.items():
+        started += _start(world, workflow, group, start_at, outcomes)
     world.settle()
     for test, run_id, workers in started:
         document = world.store.get_run(run_id)
@@ -172,9 +169,29 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
     return outcomes
 
 
-def _broken(loaded: LoadedFile, test: FlowTest, message: str) -> TestOutcome:
+def _start(world: World, workflow: str, group: list[tuple[FlowTest, dict[str, Any], MockedWorkers]],
+           start_at: str | None, outcomes: list[TestOutcome]) -> list[tuple[FlowTest, str, MockedWorkers]]:
+    """Start the runs of ``group``: in one transaction when they all have valid params (and no
+    schedule time), else one by one, so that each bad one is told apart."""
+    if start_at is None:
+        try:
+            run_ids = world.start_all(workflow, [(params, workers) for _, params, workers in group])
+            return [(test, run_id, workers) for (test, _, workers), run_id in zip(group, run_ids)]
+        except InvalidParams:
+            pass
+    started = []
+    for test, params, workers in group:
+        try:
+            started.append((test, world.start(workflow, params, workers, scheduled_at=start_at), workers))
+        except InvalidParams as exc:
+            problems = "; ".join(str(p) for p in (exc.problems or [exc]))
+            outcomes.append(_broken(test, f"invalid params for {workflow}: {problems}"))
+    return started
+
+
+def _broken(test: FlowTest, message: str) -> TestOutcome:
     where = test.params_span or test.span
-    return TestOutcome(loaded.path, test.name, test.span.line, False, (f"{where.file}:{where.line}:{where.column}: {message}",))
+    return TestOutcome(test.span.file, test.name, test.span.line, False, (f"{where.file}:{where.line}:{where.column}: {message}",))
 
 
 def _elapsed(document: dict[str, Any], now: float) -> float:

@@ -91,6 +91,14 @@ class World:
         self._workers[run_id] = workers
         return run_id
 
+    def start_all(self, workflow: str, runs_of: list[tuple[dict[str, Any], MockedWorkers]]) -> list[str]:
+        """Start one run per ``(params, workers)`` in one transaction; their ids. Raises
+        ``InvalidParams`` (then none is started: start them one by one to see which)."""
+        run_ids = self.store.start_runs(workflow, [params for params, _ in runs_of])
+        for run_id, (_, workers) in zip(run_ids, runs_of):
+            self._workers[run_id] = workers
+        return run_ids
+
     def settle(self) -> Settled:
         """Move every run until it ends or waits for something no timer brings (an approval
         nobody answers, say). Raises ``Stalled``."""
