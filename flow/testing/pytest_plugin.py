@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from flow.testing.runner import SUFFIX, LoadedFile, Session, TestOutcome, load
+if TYPE_CHECKING:  # the engine is imported only once a .flowtest file is collected
+    from flow.testing.runner import LoadedFile, Session, TestOutcome
 
-_SESSION_KEY = pytest.StashKey[Session]()
+from flow.testing import SUFFIX
+_SESSION_KEY = pytest.StashKey["Session"]()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -38,17 +40,21 @@ class FlowTestFailed(Exception):
 class FlowTestFile(pytest.File):
     """A `.flowtest` file: its tests, run together when the first of them is reached."""
 
-    loaded: LoadedFile
-    _outcomes: dict[str, TestOutcome] | None = None
+    loaded: "LoadedFile"
+    _outcomes: "dict[str, TestOutcome] | None" = None
 
     def collect(self) -> Iterator["FlowTestItem"]:
+        from flow.testing.runner import load
+
         self.loaded = load(str(self.path))
         if self.loaded.diagnostics:
             raise self.CollectError(self.loaded.render())
         for test in self.loaded.tests.tests:
             yield FlowTestItem.from_parent(self, name=test.name, line=test.span.line)
 
-    def outcome(self, name: str) -> TestOutcome:
+    def outcome(self, name: str) -> "TestOutcome":
+        from flow.testing.runner import Session
+
         if self._outcomes is None:
             selected = [i.name for i in self.session.items if i.parent is self]
             session = self.session.stash.setdefault(_SESSION_KEY, Session())

@@ -26,9 +26,9 @@ from engine.settings import Settings
 from flow.testing.clock import DEFAULT_START
 from flow.testing.database import Sandbox
 from flow.testing.executor import MockedWorkers
+from flow.testing import SUFFIX
 from flow.testing.world import World
 
-SUFFIX = ".flowtest"
 # The workers of a test never read these; Settings needs them.
 _SETTINGS = Settings(database_url="sqlite://", broker_url="memory://")
 
@@ -103,7 +103,9 @@ def load(path: str) -> LoadedFile:
         loaded.diagnostics.extend((d, source) for d in compiled.diagnostics if d.is_error)
         loaded.sources.append((str(source_path), source))
         loaded.specs.update({s.name: s for s in compiled.specs})
-    if loaded.ok:
+    # The tests are checked even when the test file has syntax errors (every problem at once),
+    # as long as the workflows compiled.
+    if not any(d.is_error for d, source in loaded.diagnostics if source is not text):
         for test in tests.tests:
             spec, problems = checks.pick_workflow(test, loaded.specs)
             if spec is not None:
