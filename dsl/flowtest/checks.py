@@ -6,6 +6,7 @@
   an item of a step that is no fan-out,
   a `.compensate` mock of a step that compensates nothing, a mock of a `sleep` or `subflow`);
 - T204 two mocks of the same step;
+- T205 a `fire schedule` the workflow has no schedule for (or with `params`: a fire brings its own);
 - T301 an expectation that cannot be evaluated (an unknown root, a step field that does not exist,
   a run status that does not exist);
 - T302 a mock output that does not fit what the workflow reads from it: a key the workflow reads
@@ -74,11 +75,24 @@ def check(test: FlowTest, spec: WorkflowSpec, specs: Mapping[str, WorkflowSpec] 
             diagnostics.append(error("T204", f"a second mock of `{mock.label}`", mock.step_span))
         seen.add((mock.label, mock.target))
         diagnostics.extend(_check_mock(mock, steps))
+    if test.fire is not None:
+        diagnostics.extend(_check_fire(test, spec))
     for expectation in test.expectations:
         diagnostics.extend(_check_expectation(expectation, steps))
     for workflow in family:
         diagnostics.extend(_check_fit(test.mocks, workflow, steps))
     return diagnostics
+
+
+def _check_fire(test: FlowTest, spec: WorkflowSpec) -> Iterator[Diagnostic]:
+    where = test.fire_span or test.span
+    if not spec.schedules:
+        yield error("T205", f"workflow `{spec.name}` has no schedule to fire", where)
+    elif test.fire is not None and test.fire > len(spec.schedules):
+        yield error("T205", f"workflow `{spec.name}` has {len(spec.schedules)} schedule(s), not {test.fire}", where)
+    if test.params is not None:
+        yield error("T205", "a fired run takes its schedule's params; remove `params`",
+                    test.params_span or where, "note: give the params in the workflow's `schedule { params: ... }`")
 
 
 def _unknown_step(name: str, where: Any, steps: Mapping[str, StepSpec]) -> Diagnostic:

@@ -81,6 +81,9 @@ class FlowTest:
     params_span: Span | None = None
     secrets: Expr | None = None
     start_at: str | None = None
+    # `fire schedule [N]`: the run is the N-th (1-based) schedule's first fire after the start.
+    fire: int | None = None
+    fire_span: Span | None = None
     mocks: tuple[Mock, ...] = ()
     expectations: tuple[Expectation, ...] = ()
 

@@ -22,7 +22,8 @@ _TIMES = re.compile(r"\s+x([0-9]+)\s*$")
 _STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TARGET = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+)\])?(\.compensate)?")
-_STATEMENTS = ("workflow", "params", "secrets", "at", "mock", "expect")
+_STATEMENTS = ("workflow", "params", "secrets", "at", "fire", "mock", "expect")
+_FIRE = re.compile(r"schedule(?:\s+([0-9]+))?")
 
 
 def parse(text: str, filename: str) -> tuple[FlowTestFile, list[Diagnostic]]:
@@ -125,6 +126,12 @@ def _statement(word: Piece, rest: Piece, fields: dict[str, object], mocks: list[
             fields["params_span"] = body.span()
     elif word.text == "at":
         fields["start_at"] = _instant(body)
+    elif word.text == "fire":
+        fired = _FIRE.fullmatch(body.text)
+        if fired is None or int(fired.group(1) or 1) < 1:
+            raise ScanError(error("T113", "`fire` reads `fire schedule` or `fire schedule N` (the N-th schedule, from 1)",
+                                  body.span()))
+        fields["fire"], fields["fire_span"] = int(fired.group(1) or 1), body.span()
     elif word.text == "mock":
         mocks.append(_mock(word, body))
     else:

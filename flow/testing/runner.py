@@ -122,14 +122,16 @@ def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = 
         message = f"not run: {loaded.path} or a workflow it uses does not compile"
         return [TestOutcome(loaded.path, t.name, t.span.line, False, (message,)) for t in selected]
     outcomes: dict[str, TestOutcome] = {}
-    by_start: dict[str | None, list[FlowTest]] = {}
+    # A fired test runs in a world of its own: the fire of one schedule at one instant starts one
+    # run (the scheduler's idempotency), which two tests cannot share.
+    by_start: dict[tuple[str | None, str | None], list[FlowTest]] = {}
     for test in selected:
         if test.name in loaded.test_problems:
             outcomes[test.name] = TestOutcome(loaded.path, test.name, test.span.line, False,
                                               tuple(loaded.render_test(test.name)))
             continue
-        by_start.setdefault(test.start_at, []).append(test)
-    for start_at, tests in by_start.items():
+        by_start.setdefault((test.start_at, test.name if test.fire else None), []).append(test)
+    for (start_at, _), tests in by_start.items():
         for outcome in _run_together(loaded, sandbox, start_at, tests):
             outcomes[outcome.name] = outcome
     return [outcomes[t.name] for t in selected]
@@ -142,6 +144,7 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
     world = World(sandbox.engine, start)
     outcomes: list[TestOutcome] = []
     prepared: dict[str, list[tuple[FlowTest, dict[str, Any], MockedWorkers]]] = {}
+    fired: list[tuple[FlowTest, str, MockedWorkers]] = []
     for test in tests:
         spec, _ = checks.pick_workflow(test, loaded.specs)
         assert spec is not None  # load() reported it otherwise
@@ -157,8 +160,11 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
         settings = Settings(_SETTINGS.database_url, _SETTINGS.broker_url,
                             secrets={str(k): str(v) for k, v in secrets.items()})
         workers = MockedWorkers(test.mocks, settings, world.clock, test.span)
+        if test.fire is not None:
+            fired.append((test, world.fire(spec, test.fire, workers), workers))
+            continue
         prepared.setdefault(spec.name, []).append((test, params, workers))
-    started: list[tuple[FlowTest, str, MockedWorkers]] = []
+    started: list[tuple[FlowTest, str, MockedWorkers]] = fired
     for workflow, group in prepared.items():
         started += _start(world, workflow, group, start_at, outcomes)
     world.settle()

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from dsl.spec import WorkflowSpec
 from engine.core.contracts import TASK_EXCHANGE, TaskMessage
 from engine.store import OutboxMessage, Store
 from engine.store.context import runs, tasks, to_datetime
+from engine.store.schedule_deploys import StoreLauncher
+from engine.store.schedules import ScheduleStore
 from engine.store.task_rows import INTERNAL_TASK_TYPES
 from flow.testing.clock import VirtualClock
 from flow.testing.executor import MockedWorkers
@@ -70,6 +74,21 @@ class FullDelays(random.Random):
         return max(a, b)
 
 
+class _Launcher(StoreLauncher):
+    """The scheduler's launcher, which also tells the world whose mocks the fired run answers to."""
+
+    def __init__(self, store: Store, workers: MockedWorkers, registry: dict[str, MockedWorkers]) -> None:
+        super().__init__(store)
+        self._answering = workers
+        self._registry = registry
+
+    def start_run(self, workflow: str, params: dict[str, Any], *, idempotency_key: str,
+                  scheduled_at: datetime) -> str:
+        run_id = super().start_run(workflow, params, idempotency_key=idempotency_key, scheduled_at=scheduled_at)
+        self._registry[run_id] = self._answering
+        return run_id
+
+
 class World:
     """A store on the sandbox database, with a virtual clock, an in-memory broker, and the mocked
     workers of each run started in it (the runs of several tests move side by side, as runs do
@@ -98,6 +117,24 @@ class World:
         for run_id, (_, workers) in zip(run_ids, runs_of):
             self._workers[run_id] = workers
         return run_ids
+
+    def fire(self, spec: WorkflowSpec, index: int, workers: MockedWorkers) -> str:
+        """Register ``spec``'s schedules as a deploy does, jump the clock to the first fire of the
+        ``index``-th (from 1) and let the schedule store fire it, as the scheduler would; the id
+        of the run it started (with the schedule's params and the fire time as `scheduled_at`)."""
+        launcher = _Launcher(self.store, workers, self._workers)
+        schedules = ScheduleStore(self.store.engine, launcher, clock=self.clock)
+        version = int(self.store.get_version(spec.name)["version"])
+        schedule_id = schedules.sync_workflow(spec.name, version, spec.schedules)[index - 1]
+        due = schedules.get(schedule_id).next_fire_at
+        if due is None:
+            raise Stalled(f"schedule {index} of {spec.name} never fires after the test's start")
+        self.clock.advance_to(due.timestamp())
+        schedules.fire_due()
+        fired = schedules.fires(schedule_id, limit=1)
+        if not fired or not fired[0]["run_id"]:
+            raise Stalled(f"schedule {index} of {spec.name} did not start a run: {fired[0] if fired else 'no fire'}")
+        return str(fired[0]["run_id"])
 
     def settle(self) -> Settled:
         """Move every run until it ends or waits for something no timer brings (an approval
