@@ -103,7 +103,7 @@ def _render(tmp_path: Path, body: str) -> str:
     (
         'test "a" {\n  expects status completed\n}\n',
         "shop.flowtest:2:3: error[T106]: unexpected `expects` in a test; expected one of `workflow`, `params`, "
-        "`secrets`, `at`, `mock`, `expect`\n"
+        "`secrets`, `at`, `fire`, `mock`, `expect`\n"
         "  expects status completed\n"
         "  ^^^^^^^",
     ),
