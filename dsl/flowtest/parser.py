@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 from dsl.errors import Diagnostic, FlowSyntaxError, error
 from dsl.flowtest.model import Expectation, FlowTest, FlowTestFile, Mock, Outcome
@@ -139,11 +140,32 @@ def _statement(word: Piece, rest: Piece, fields: dict[str, object], mocks: list[
 
 
 def _expression(piece: Piece) -> dict[str, object]:
+    """The lowered tree of an expression; raises ``FlowSyntaxError`` with positions in the file."""
+    cached = _lowered(piece.text)
+    if cached is not None:
+        return cached
     tree, diagnostics = parse_expression(piece.text, piece.file, piece.line, piece.column)
-    errors = [d for d in diagnostics if d.is_error and not (d.code == "E107" and _mentions_root(d))]
-    if errors:
-        raise FlowSyntaxError(errors)
-    return lower(tree)
+    raise FlowSyntaxError(_errors(diagnostics) or diagnostics)
+
+
+# Tests repeat themselves (the same mock in many tests): a text parses to the same tree wherever it
+# stands, so good expressions are parsed once. The trees are shared; nothing mutates them.
+@lru_cache(maxsize=4096)
+def _lowered(text: str) -> dict[str, object] | None:
+    try:
+        tree, diagnostics = parse_expression(text, "<expression>")
+    except FlowSyntaxError:
+        return None  # parsed again where it stands, for the diagnostics' positions
+    return None if _errors(diagnostics) else lower(tree)
+
+
+def forget_parsed_expressions() -> None:
+    """Empty the cache of parsed expressions (the benchmark times a cold parse each round)."""
+    _lowered.cache_clear()
+
+
+def _errors(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return [d for d in diagnostics if d.is_error and not (d.code == "E107" and _mentions_root(d))]
 
 
 def _mentions_root(diagnostic: Diagnostic) -> bool:
