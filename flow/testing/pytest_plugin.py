@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # the engine is imported only once a .flowtest file is collected
-    from flow.testing.runner import LoadedFile, Session, TestOutcome
+    from flow.testing.runner import LoadedFile, Session, Verdict
 
 from flow.testing import SUFFIX
 _SESSION_KEY = pytest.StashKey["Session"]()
@@ -41,7 +41,7 @@ class FlowTestFile(pytest.File):
     """A `.flowtest` file: its tests, run together when the first of them is reached."""
 
     loaded: "LoadedFile"
-    _outcomes: "dict[str, TestOutcome] | None" = None
+    _outcomes: "dict[str, Verdict] | None" = None
 
     def collect(self) -> Iterator["FlowTestItem"]:
         from flow.testing.runner import load
@@ -52,7 +52,7 @@ class FlowTestFile(pytest.File):
         for test in self.loaded.tests.tests:
             yield FlowTestItem.from_parent(self, name=test.name, line=test.span.line)
 
-    def outcome(self, name: str) -> "TestOutcome":
+    def outcome(self, name: str) -> "Verdict":
         from flow.testing.runner import Session
 
         if self._outcomes is None:

@@ -3,11 +3,13 @@
 The tests of one file that start at the same virtual instant run side by side in one world (one
 fresh copy of the database, one clock), as the runs of many users move under one coordinator;
 each run answers only to its own test's mocks, and jitter is off, so a test gives the same result
-alone or among others. A file whose tests or workflows do not compile runs none of them.
+alone or among others. When the test file's syntax or a workflow it uses is broken, none of its
+tests runs; a test with problems of its own (a mock of an unknown step ...) fails without running.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +25,10 @@ from dsl.flowtest.model import FlowTest, FlowTestFile
 from dsl.spec import Span, WorkflowSpec
 from engine.core.errors import InvalidParams
 from engine.settings import Settings
+from flow.testing import SUFFIX
 from flow.testing.clock import DEFAULT_START
 from flow.testing.database import Sandbox
 from flow.testing.executor import MockedWorkers
-from flow.testing import SUFFIX
 from flow.testing.world import World
 
 # The workers of a test never read these; Settings needs them.
@@ -34,7 +36,7 @@ _SETTINGS = Settings(database_url="sqlite://", broker_url="memory://")
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class Verdict:
     """One test's verdict: ``passed``, else the ``problems`` (each with its line:col)."""
 
     file: str
@@ -78,7 +80,10 @@ def find_files(paths: Iterable[str]) -> list[str]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(str(p) for p in sorted(path.rglob(f"*{SUFFIX}")))
+            for directory, subdirectories, names in os.walk(path):
+                # Hidden directories (.venv, .git ...) hold no tests of the project's own.
+                subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+                found.extend(os.path.join(directory, n) for n in sorted(names) if n.endswith(SUFFIX))
         else:
             found.append(str(path))
     return list(dict.fromkeys(found))
@@ -95,7 +100,7 @@ def load(path: str) -> LoadedFile:
         try:
             source = source_path.read_text(encoding="utf-8")
         except OSError as exc:
-            hint = "" if tests.uses else f"; name the workflow files with `use \"FILE.flow\"`"
+            hint = "" if tests.uses else '; name the workflow files with `use "FILE.flow"`'
             loaded.diagnostics.append((error("T112", f"cannot read {source_path}: "
                                              f"{exc.strerror or exc}{hint}", where), text))
             continue
@@ -115,20 +120,20 @@ def load(path: str) -> LoadedFile:
     return loaded
 
 
-def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = None) -> list[TestOutcome]:
+def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = None) -> list[Verdict]:
     """Run the tests of ``loaded`` (those named in ``only``, if given); one outcome each."""
     selected = [t for t in loaded.tests.tests if only is None or t.name in only]
     if not loaded.ok:
         message = f"not run: {loaded.path} or a workflow it uses does not compile"
-        return [TestOutcome(loaded.path, t.name, t.span.line, False, (message,)) for t in selected]
-    outcomes: dict[str, TestOutcome] = {}
+        return [Verdict(loaded.path, t.name, t.span.line, False, (message,)) for t in selected]
+    outcomes: dict[str, Verdict] = {}
     # A fired test runs in a world of its own: the fire of one schedule at one instant starts one
     # run (the scheduler's idempotency), which two tests cannot share.
     by_start: dict[tuple[str | None, str | None], list[FlowTest]] = {}
     for test in selected:
         if test.name in loaded.test_problems:
-            outcomes[test.name] = TestOutcome(loaded.path, test.name, test.span.line, False,
-                                              tuple(loaded.render_test(test.name)))
+            outcomes[test.name] = Verdict(loaded.path, test.name, test.span.line, False,
+                                          tuple(loaded.render_test(test.name)))
             continue
         by_start.setdefault((test.start_at, test.name if test.fire else None), []).append(test)
     for (start_at, _), tests in by_start.items():
@@ -138,11 +143,11 @@ def run_file(loaded: LoadedFile, sandbox: Sandbox, only: Sequence[str] | None = 
 
 
 def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
-                  tests: list[FlowTest]) -> list[TestOutcome]:
+                  tests: list[FlowTest]) -> list[Verdict]:
     sandbox.reset(loaded.sources)
     start = datetime.fromisoformat(start_at).timestamp() if start_at else DEFAULT_START
     world = World(sandbox.engine, start)
-    outcomes: list[TestOutcome] = []
+    outcomes: list[Verdict] = []
     prepared: dict[str, list[tuple[FlowTest, dict[str, Any], MockedWorkers]]] = {}
     fired: list[tuple[FlowTest, str, MockedWorkers]] = []
     for test in tests:
@@ -172,13 +177,13 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
         document = world.store.get_run(run_id)
         elapsed = _elapsed(document, world.clock())
         problems = list(workers.problems) or verdict.failures(test.expectations, verdict.environment(document, elapsed))
-        outcomes.append(TestOutcome(loaded.path, test.name, test.span.line, not problems, tuple(problems),
+        outcomes.append(Verdict(loaded.path, test.name, test.span.line, not problems, tuple(problems),
                                     elapsed, run_id))
     return outcomes
 
 
 def _start(world: World, workflow: str, group: list[tuple[FlowTest, dict[str, Any], MockedWorkers]],
-           start_at: str | None, outcomes: list[TestOutcome]) -> list[tuple[FlowTest, str, MockedWorkers]]:
+           start_at: str | None, outcomes: list[Verdict]) -> list[tuple[FlowTest, str, MockedWorkers]]:
     """Start the runs of ``group``: in one transaction when they all have valid params (and no
     schedule time), else one by one, so that each bad one is told apart."""
     if start_at is None:
@@ -197,9 +202,9 @@ def _start(world: World, workflow: str, group: list[tuple[FlowTest, dict[str, An
     return started
 
 
-def _broken(test: FlowTest, message: str) -> TestOutcome:
+def _broken(test: FlowTest, message: str) -> Verdict:
     where = test.params_span or test.span
-    return TestOutcome(test.span.file, test.name, test.span.line, False, (f"{where.file}:{where.line}:{where.column}: {message}",))
+    return Verdict(test.span.file, test.name, test.span.line, False, (f"{where.file}:{where.line}:{where.column}: {message}",))
 
 
 def _elapsed(document: dict[str, Any], now: float) -> float:
@@ -218,7 +223,7 @@ class Session:
     sandbox: Sandbox = field(default_factory=Sandbox)
     elapsed: float = 0.0
 
-    def run(self, loaded: LoadedFile, only: Sequence[str] | None = None) -> list[TestOutcome]:
+    def run(self, loaded: LoadedFile, only: Sequence[str] | None = None) -> list[Verdict]:
         began = time.perf_counter()
         try:
             return run_file(loaded, self.sandbox, only)
