@@ -6,6 +6,7 @@
   an item of a step that is no fan-out,
   a `.compensate` mock of a step that compensates nothing, a mock of a `sleep` or `subflow`);
 - T204 two mocks of the same step;
+- T206 a `fail` with a class no worker reports (`http_503` for `http.503`);
 - T205 a `fire schedule` the workflow has no schedule for (or with `params`: a fire brings its own);
 - T301 an expectation that cannot be evaluated (an unknown root, a step field that does not exist,
   a run status that does not exist);
@@ -23,12 +24,15 @@ from dsl.flowtest.model import Expectation, FlowTest, Mock
 from dsl.flowtest.reads import Path, output_reads
 from dsl.names import did_you_mean
 from dsl.spec import StepSpec, WorkflowSpec
+from dsl.types import ERROR_CLASSES, is_error_class
 
 # The names an expectation may read: the run, as the run document shows it.
 ROOTS = ("status", "output", "error", "params", "steps", "elapsed")
 STEP_FIELDS = ("status", "output", "error", "attempts", "compensation", "items")
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "compensating", "compensated",
                 "compensation_failed")
+# What a failed attempt may say it is (the language's classes, plus a Python step's NonRetryable).
+FAILURE_CLASSES = (*ERROR_CLASSES, "non_retryable")
 # Steps the coordinator runs itself: nothing reaches a worker, so there is nothing to mock.
 _NOT_MOCKABLE = {"sleep": "a sleep only waits, and the test's clock skips the wait",
                  "subflow": "its child run runs in the test too: mock the child's steps instead"}
@@ -125,6 +129,20 @@ def _check_mock(mock: Mock, steps: Mapping[str, StepSpec]) -> Iterator[Diagnosti
     if kinds:
         yield error("T203", f"`{sorted(kinds)[0]}` answers approvals; `{mock.label}` takes `output` or `fail`",
                     mock.span)
+    if "." not in step.type:  # a plugin's handler may fail with classes of its own
+        for outcome in mock.outcomes:
+            if outcome.kind == "fail" and outcome.error_class not in FAILURE_CLASSES \
+                    and not is_error_class(str(outcome.error_class)):
+                spelled = _spelled(str(outcome.error_class))
+                hint = (f"help: did you mean `{spelled}`?",) if is_error_class(spelled) \
+                    else did_you_mean(spelled, FAILURE_CLASSES)
+                yield error("T206", f"`{outcome.error_class}` is not an error class a worker reports", outcome.span,
+                            *hint, "note: " + ", ".join(FAILURE_CLASSES) + ", http.NNN")
+
+
+def _spelled(error_class: str) -> str:
+    """`http_503` and `HTTP.503` as a user may write them, for "did you mean"."""
+    return error_class.lower().replace("_", ".", 1) if error_class.lower().startswith("http") else error_class
 
 
 def _check_expectation(expectation: Expectation, steps: Mapping[str, StepSpec]) -> Iterator[Diagnostic]:

@@ -82,6 +82,20 @@ def _render(tmp_path: Path, body: str) -> str:
         "compensation_failed",
     ),
     (
+        'test "a" {\n  mock charge: fail "http_503" x2, then { status: 200, body: { id: "c" } }\n}\n',
+        "shop.flowtest:2:16: error[T206]: `http_503` is not an error class a worker reports\n"
+        '  mock charge: fail "http_503" x2, then { status: 200, body: { id: "c" } }\n'
+        "               ^^^^^^^^^^^^^^^\n"
+        "  = help: did you mean `http.503`?\n"
+        "  = note: timeout, network, http.4xx, http.429, http.5xx, invalid_input, handler, non_retryable, http.NNN",
+    ),
+    (
+        'test "a" {\n  workflow shop\n  fire schedule\n}\n',
+        "shop.flowtest:3:8: error[T205]: workflow `shop` has no schedule to fire\n"
+        "  fire schedule\n"
+        "       ^^^^^^^^",
+    ),
+    (
         'test "a" {\n  mock charge: fail http.503\n}\n',
         "shop.flowtest:2:16: error[T110]: a failure reads `fail \"CLASS\"` or `fail \"CLASS\" \"message\"`\n"
         "  mock charge: fail http.503\n"
