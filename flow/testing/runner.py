@@ -29,7 +29,7 @@ from flow.testing import SUFFIX
 from flow.testing.clock import DEFAULT_START
 from flow.testing.database import Sandbox
 from flow.testing.executor import MockedWorkers
-from flow.testing.world import World
+from flow.testing.world import Stalled, World
 
 # The workers of a test never read these; Settings needs them.
 _SETTINGS = Settings(database_url="sqlite://", broker_url="memory://")
@@ -166,13 +166,19 @@ def _run_together(loaded: LoadedFile, sandbox: Sandbox, start_at: str | None,
                             secrets={str(k): str(v) for k, v in secrets.items()})
         workers = MockedWorkers(test.mocks, settings, world.clock, test.span)
         if test.fire is not None:
-            fired.append((test, world.fire(spec, test.fire, workers), workers))
+            try:
+                fired.append((test, world.fire(spec, test.fire, workers), workers))
+            except Stalled as exc:
+                outcomes.append(_broken(test, str(exc)))
             continue
         prepared.setdefault(spec.name, []).append((test, params, workers))
     started: list[tuple[FlowTest, str, MockedWorkers]] = fired
     for workflow, group in prepared.items():
         started += _start(world, workflow, group, start_at, outcomes)
-    world.settle()
+    try:
+        world.settle()
+    except Stalled as exc:
+        return outcomes + [_broken(test, str(exc)) for test, _, _ in started]
     for test, run_id, workers in started:
         document = world.store.get_run(run_id)
         elapsed = _elapsed(document, world.clock())

@@ -29,7 +29,7 @@ from flow.testing.executor import MockedWorkers
 
 # A run that is still moving after this many passes loops forever (a schedule of retries with
 # no end cannot be: attempts are bounded); the test fails instead of hanging.
-MAX_PASSES = 10_000
+MAX_PASSES = 100_000
 
 
 class Stalled(Exception):
