@@ -43,12 +43,14 @@ def test(paths: tuple[str, ...], keyword: str | None, as_json: bool, quiet: bool
         raise click.UsageError(f"no .flowtest files in {', '.join(paths or ('.',))}")
     session = Session()
     passed = failed = 0
+    broken = False  # a file that does not compile fails the command even with no test in it
     try:
         for path in files:
             try:
                 loaded = load(path)
             except OSError as exc:
                 raise click.UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+            broken = broken or not loaded.ok
             if loaded.diagnostics and not as_json:
                 click.echo(loaded.render(), err=True)
             names = [t.name for t in loaded.tests.tests if keyword is None or keyword in t.name]
@@ -73,7 +75,7 @@ def test(paths: tuple[str, ...], keyword: str | None, as_json: bool, quiet: bool
         total = passed + failed
         click.echo(f"{total} test{'s' if total != 1 else ''}: {passed} passed, {failed} failed "
                    f"in {session.elapsed:.2f}s", err=True)
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if failed or broken else 0)
 
 
 def _duration(seconds: float) -> str:
