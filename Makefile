@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q tests/unit workflows
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration

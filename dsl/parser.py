@@ -297,3 +297,18 @@ def _expected_words(expected: set[str]) -> str:
     if len(words) == 1:
         return words[0]
     return "one of " + ", ".join(words)
+
+
+def parse_expression(text: str, filename: str, line: int = 1, column: int = 1) -> tuple[ast.Expr, list[Diagnostic]]:
+    """Parse one expression that starts at ``line:column`` of ``filename`` (other languages that
+    embed Flow expressions, such as `.flowtest` files, use it: spans point into their file).
+
+    Raises:
+        FlowSyntaxError: ``text`` is not an expression.
+    """
+    def parse_inner(inner: str, inner_line: int, inner_column: int) -> Any:
+        return _parse_tree(_pad(inner, inner_line, inner_column), filename, "expr")
+
+    with _BUILDER.session(filename, parse_inner) as state:
+        tree = _parse_tree(_pad(text, line, column), filename, "expr")
+    return tree, state.diagnostics

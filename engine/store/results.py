@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, bindparam, or_, select, text, update
 
 from engine.core import retry as retry_policy
 from engine.core.contracts import Failure, ResultMessage
@@ -122,12 +122,10 @@ def _complete_in_bulk(
     locked: dict[str, dict[str, Any]],
     now: datetime,
 ) -> dict[int, dict[str, Any] | None]:
-    """The common case in one statement (PostgreSQL): ``completed`` results of tasks whose run
-    this transaction holds, one result per task in the batch. The same compare-and-set as
+    """The common case in one statement: ``completed`` results of tasks whose run this
+    transaction holds, one result per task in the batch. The same compare-and-set as
     ``cas_task`` (status pending/processing and the fencing token), for all of them at once; the
     new row by result index, None where the CAS refused it. Other results go one by one."""
-    if not ctx.is_postgres:
-        return {}
     per_task: dict[str, int] = {}
     for result in ordered:
         per_task[result.task_id] = per_task.get(result.task_id, 0) + 1
@@ -145,6 +143,8 @@ def _complete_in_bulk(
                          "started_at": started.isoformat()}
     if not picked:
         return {}
+    if not ctx.is_postgres:
+        return _complete_in_bulk_sqlite(ctx, conn, picked, now)
     statement = text(
         "UPDATE tasks AS t SET status = :completed, output = v.output, error = NULL, "
         f"lease_expires_at = NULL, finished_at = :now, finished_seq = nextval('{FINISHED_SEQ_NAME}'), "
@@ -160,6 +160,41 @@ def _complete_in_bulk(
     }).mappings().all()
     by_id = {row["id"]: dict(row) for row in returned}
     return {index: by_id.get(values["id"]) for index, values in picked.items()}
+
+
+# The compare-and-set of ``cas_task`` for many completions: one executemany, then one read.
+_BULK_COMPLETE_SQLITE = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"), tasks.c.fencing_token == bindparam("b_token"),
+           # not IN (...): an expanding parameter cannot be used with executemany
+           or_(tasks.c.status == T.PENDING.value, tasks.c.status == T.PROCESSING.value))
+    .values(status=T.COMPLETED.value, output=bindparam("b_output", type_=tasks.c.output.type),
+            error=None, lease_expires_at=None, finished_at=bindparam("b_now", type_=tasks.c.finished_at.type),
+            finished_seq=bindparam("b_seq"), started_at=bindparam("b_started", type_=tasks.c.started_at.type),
+            updated_at=bindparam("b_now", type_=tasks.c.updated_at.type))
+)
+
+
+def _complete_in_bulk_sqlite(
+    ctx: StoreContext, conn: Connection, picked: dict[int, dict[str, Any]], now: datetime,
+) -> dict[int, dict[str, Any] | None]:
+    """``_complete_in_bulk`` on SQLite (the embedded default, and `flow test`): an executemany
+    cannot return rows, so the rows are read back; a row took this batch's write when it holds
+    the sequence value given to it (a refused CAS leaves its old ``finished_seq``)."""
+    seqs = take_finished_seq(ctx, conn, len(picked))
+    seq_of = dict(zip(picked, seqs))
+    conn.execute(_BULK_COMPLETE_SQLITE, [
+        {"b_id": v["id"], "b_token": v["token"], "b_output": v["output"], "b_now": now,
+         "b_seq": seq_of[i], "b_started": to_datetime(v["started_at"])}
+        for i, v in picked.items()
+    ])
+    by_id = {row["id"]: dict(row) for row in select_in(select(tasks), tasks.c.id, [v["id"] for v in picked.values()], conn)}
+    done: dict[int, dict[str, Any] | None] = {}
+    for index, values in picked.items():
+        row = by_id.get(values["id"])
+        done[index] = row if row is not None and row["finished_seq"] == seq_of[index] \
+            and row["status"] == T.COMPLETED.value else None
+    return done
 
 
 def _apply_one(

@@ -113,3 +113,20 @@ def test_per_element_expressions_are_lambdas_the_worker_can_call() -> None:
     assert call_lambda(lam, order) == {"id": "o1", "country": "DE", "amount": 19.99, "lines": 2}
     where = evaluate(spec.step("real_orders").config["where"], {})
     assert call_lambda(where, {"id": "test-1", "amount": 5}) is False
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_has_workflow_tests_that_pass(path: Path) -> None:
+    """`make test` collects them through the pytest plugin; here they must exist and pass."""
+    from flow.testing.runner import Session, load
+
+    tests = path.with_suffix(".flowtest")
+    assert tests.exists(), f"{path.name} has no {tests.name} (docs/testing.md)"
+    loaded = load(str(tests))
+    assert loaded.ok and not loaded.test_problems, loaded.render()
+    session = Session()
+    try:
+        verdicts = session.run(loaded)
+    finally:
+        session.close()
+    assert len(verdicts) >= 2 and all(v.passed for v in verdicts), [v.problems for v in verdicts if not v.passed]
