@@ -1,0 +1,140 @@
+"""Completion: what may be typed at the cursor, judged from the text before it.
+
+The text being typed rarely parses, so the context comes from the characters before the cursor
+(``steps.``, ``step name: ``) and from the block the cursor is in (the innermost open ``{``); the
+names come from the document's index, which keeps every declaration that parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+from lsprotocol import types
+
+from dsl import ast, scan
+from dsl.names import ROOTS
+from dsl.plugins import PluginStepType
+from dsl.typecheck import FUNCTION_TYPES
+from dsl.types import CLAUSES, ERROR_FIELDS, STEP_FIELDS, STEP_TYPES, WORKFLOW_FIELDS
+from flow.lsp.features import OUTPUT_SHAPES, Document, function_signature
+from flow.lsp.symbols import WorkflowIndex
+
+_KIND = types.CompletionItemKind
+WORKFLOW_ITEMS = ("step", "let", "schedule", "defaults", "on failure", "output", "timeout", "doc")
+_MEMBER = re.compile(r"(?<![\w.])(steps|params|workflow|error)\.(\w*)$")
+_STEP_FIELD = re.compile(r"(?<![\w.])steps\.(\w+)\.(\w*)$")
+_STEP_TYPE = re.compile(r"(?:(?<![\w.])step\s+\w+\s*:|(?<![\w.])compensate)\s+([\w.]*)$")
+_LINE_START = re.compile(r"^\s*(\w*)$")
+_STEP_HEADER = re.compile(r"(?<![\w.])step\s+(\w+)\s*:\s*([\w.]+)\s*$")
+_COMPENSATE_HEADER = re.compile(r"(?<![\w.])compensate\s+([\w.]+)\s*$")
+_WORKFLOW_HEADER = re.compile(r"(?:\)|\bon\s+failure)\s*$")
+
+
+def completion(doc: Document, position: types.Position, step_types: Mapping[str, PluginStepType]) -> types.CompletionList:
+    offset, line, column = doc.where(position)
+    before = doc.text[doc.text.rfind("\n", 0, offset) + 1:offset]
+    wf = doc.index.workflow_at(line, column) or _nearest_workflow(doc, line)
+    if scan.in_string_or_comment(doc.text, offset) and "${" not in before:
+        return types.CompletionList(False, [])
+    return types.CompletionList(False, list(_items(doc, offset, before, wf, step_types)))
+
+
+def _items(doc: Document, offset: int, before: str, wf: WorkflowIndex | None,
+           step_types: Mapping[str, PluginStepType]) -> Iterable[types.CompletionItem]:
+    if match := _STEP_FIELD.search(before):
+        return [_item(f, _KIND.Field, f"steps.{match.group(1)}.{f}") for f in sorted(STEP_FIELDS)]
+    if match := _MEMBER.search(before):
+        return _members(match.group(1), wf)
+    if _STEP_TYPE.search(before):
+        return _step_types(step_types)
+    block = _block(doc.text, offset)
+    if _LINE_START.match(before):
+        if block[0] == "step":
+            return [*_config_keys(block[1], step_types), *_clauses()]
+        if block[0] == "workflow":
+            return [_item(w, _KIND.Keyword, "workflow item") for w in WORKFLOW_ITEMS]
+        if block[0] == "top":
+            return [_item(w, _KIND.Keyword, "declaration") for w in ("workflow", "let")]
+    return _expression_names(wf)
+
+
+def _members(root: str, wf: WorkflowIndex | None) -> list[types.CompletionItem]:
+    if root == "steps":
+        steps = [] if wf is None else list(wf.steps.values())
+        return [_item(s.name, _KIND.Reference, f"step: {s.type}", _step_doc(s)) for s in steps]
+    if root == "params":
+        params = [] if wf is None else list(wf.params.values())
+        return [_item(p.name, _KIND.Variable, f"param: {p.type.text()}") for p in params]
+    fields = WORKFLOW_FIELDS if root == "workflow" else ERROR_FIELDS
+    return [_item(f, _KIND.Field, f"{root}.{f}") for f in sorted(fields)]
+
+
+def _step_types(step_types: Mapping[str, PluginStepType]) -> list[types.CompletionItem]:
+    items = [_item(name, _KIND.Class, "step type", f"output: {OUTPUT_SHAPES[name]}") for name in sorted(STEP_TYPES)]
+    items += [_item(name, _KIND.Class, f"plugin step type (queue {t.task_type})") for name, t in sorted(step_types.items())]
+    return items
+
+
+def _config_keys(type_name: str, step_types: Mapping[str, PluginStepType]) -> list[types.CompletionItem]:
+    if type_name in STEP_TYPES:
+        known = STEP_TYPES[type_name]
+        keys, required = known.keys, known.required
+    elif type_name in step_types and step_types[type_name].keys is not None:
+        plugin = step_types[type_name]
+        keys, required = plugin.keys or frozenset(), plugin.required
+    else:
+        return []
+    return [_item(k, _KIND.Property, f"{type_name} config" + (" (required)" if k in required else ""),
+                  insert=f"{k}: ") for k in sorted(keys)]
+
+
+def _clauses() -> list[types.CompletionItem]:
+    return [_item(c, _KIND.Keyword, "step clause") for c in CLAUSES]
+
+
+def _expression_names(wf: WorkflowIndex | None) -> list[types.CompletionItem]:
+    items = [_item(name, _KIND.Function, function_signature(name), insert=f"{name}(") for name in sorted(FUNCTION_TYPES)]
+    items += [_item(root, _KIND.Module, "root") for root in sorted(ROOTS)]
+    if wf is not None:
+        items += [_item(name, _KIND.Constant, "let") for name in sorted(wf.lets)]
+        items += [_item(name, _KIND.Variable, "loop variable") for name in sorted(wf.loop_vars)]
+    return items
+
+
+def _block(text: str, offset: int) -> tuple[str, str]:
+    """The kind of the innermost open ``{`` at ``offset``: ``("step", TYPE)``, ``("workflow", "")``,
+    ``("top", "")`` outside any, or ``("other", "")`` (an object, a list, parentheses)."""
+    opened = scan.open_brackets(text, offset)
+    if not opened:
+        return "top", ""
+    at = opened[-1]
+    if text[at] != "{":
+        return "other", ""
+    head = text[max(0, at - 200):at]
+    if match := _STEP_HEADER.search(head):
+        return "step", match.group(2)
+    if match := _COMPENSATE_HEADER.search(head):
+        return "step", match.group(1)
+    if _WORKFLOW_HEADER.search(head):
+        return "workflow", ""
+    return "other", ""
+
+
+def _nearest_workflow(doc: Document, line: int) -> WorkflowIndex | None:
+    """The last workflow that starts before ``line``: the one being typed in when its end no longer parses."""
+    found = None
+    for index in doc.index.workflows:
+        if index.workflow.loc.line <= line:
+            found = index
+    return found
+
+
+def _step_doc(step: ast.Step) -> str | None:
+    return next((e.text for e in step.entries if isinstance(e, ast.Doc)), None)
+
+
+def _item(label: str, kind: types.CompletionItemKind, detail: str, documentation: str | None = None,
+          insert: str | None = None) -> types.CompletionItem:
+    return types.CompletionItem(label=label, kind=kind, detail=detail, documentation=documentation,
+                                insert_text=insert)
