@@ -14,11 +14,12 @@ from lsprotocol import types
 
 from dsl import ast, scan
 from dsl.names import ROOTS
+from dsl.parser import parse_partial
 from dsl.plugins import PluginStepType
 from dsl.typecheck import FUNCTION_TYPES
 from dsl.types import CLAUSES, ERROR_FIELDS, STEP_FIELDS, STEP_TYPES, WORKFLOW_FIELDS
 from flow.lsp.features import OUTPUT_SHAPES, Document, function_signature
-from flow.lsp.symbols import WorkflowIndex
+from flow.lsp.symbols import DocumentIndex, WorkflowIndex, build_index
 
 _KIND = types.CompletionItemKind
 WORKFLOW_ITEMS = ("step", "let", "schedule", "defaults", "on failure", "output", "timeout", "doc")
@@ -34,7 +35,8 @@ _WORKFLOW_HEADER = re.compile(r"(?:\)|\bon\s+failure)\s*$")
 def completion(doc: Document, position: types.Position, step_types: Mapping[str, PluginStepType]) -> types.CompletionList:
     offset, line, column = doc.where(position)
     before = doc.text[doc.text.rfind("\n", 0, offset) + 1:offset]
-    wf = doc.index.workflow_at(line, column) or _nearest_workflow(doc, line)
+    index = _names(doc, offset)
+    wf = index.workflow_at(line, column) or _nearest_workflow(index, line)
     if scan.in_string_or_comment(doc.text, offset) and "${" not in before:
         return types.CompletionList(False, [])
     return types.CompletionList(False, list(_items(doc, offset, before, wf, step_types)))
@@ -121,10 +123,25 @@ def _block(text: str, offset: int) -> tuple[str, str]:
     return "other", ""
 
 
-def _nearest_workflow(doc: Document, line: int) -> WorkflowIndex | None:
+def _names(doc: Document, offset: int) -> DocumentIndex:
+    """The declarations to complete from. A line being typed (`steps.`) rarely parses, and the parser
+    drops the declaration around a syntax error: then the text is parsed again without the cursor's
+    line, and failing that the names of the last version that parsed are used."""
+    if doc.parses:
+        return doc.index
+    start = doc.text.rfind("\n", 0, offset) + 1
+    end = doc.text.find("\n", offset)
+    end = len(doc.text) if end < 0 else end
+    tree, found = parse_partial(doc.text[:start] + " " * (end - start) + doc.text[end:], doc.uri)
+    if not any(d.is_error for d in found) or doc.fallback is None:
+        return build_index(tree)
+    return doc.fallback
+
+
+def _nearest_workflow(doc_index: DocumentIndex, line: int) -> WorkflowIndex | None:
     """The last workflow that starts before ``line``: the one being typed in when its end no longer parses."""
     found = None
-    for index in doc.index.workflows:
+    for index in doc_index.workflows:
         if index.workflow.loc.line <= line:
             found = index
     return found

@@ -42,6 +42,9 @@ class Document:
     text: str
     result: dsl.CompileResult
     lines: LineIndex
+    # The index of the latest earlier version without syntax errors: names to complete while the
+    # text being typed does not parse.
+    fallback: DocumentIndex | None = None
     _index: DocumentIndex | None = None
 
     @property
@@ -51,6 +54,10 @@ class Document:
             self._index = build_index(tree)
         return self._index
 
+    @property
+    def parses(self) -> bool:
+        return not any(d.code.startswith("E1") for d in self.result.errors)
+
     def where(self, position: types.Position) -> tuple[int, int, int]:
         """The text offset and the compiler's 1-based line and column of an LSP position."""
         offset = self.lines.offset(position)
@@ -59,11 +66,14 @@ class Document:
 
 
 def analyse(uri: str, text: str, step_types: Mapping[str, PluginStepType] | None = None,
-            encoding: str = "utf-16") -> Document:
-    """Compile ``text`` as ``flow check`` does and keep what the other answers need."""
+            encoding: str = "utf-16", previous: Document | None = None) -> Document:
+    """Compile ``text`` as ``flow check`` does and keep what the other answers need.
+
+    ``previous`` is the document's earlier version, whose names stand in while this one does not parse.
+    """
     result = dsl.compile_source(text, uri, step_types)
-    # compile_source drops a leading byte order mark; positions stay those of the text as sent.
-    return Document(uri, text, result, LineIndex(text, encoding))
+    fallback = None if previous is None else (previous.index if previous.parses else previous.fallback)
+    return Document(uri, text, result, LineIndex(text, encoding), fallback)
 
 
 def diagnostics(doc: Document) -> list[types.Diagnostic]:
@@ -163,7 +173,9 @@ def function_signature(name: str) -> str:
 
 def _type_text(kinds: Type) -> str:
     known = [k for k in KINDS if k in kinds]
-    return "any" if len(known) == len(KINDS) else " | ".join(known)
+    if len(known) == len(KINDS):
+        return "any"
+    return " | ".join(sorted(known, key=lambda k: k == "null"))  # `T | null`, as nullable types read
 
 
 def _source_of(doc: Document, span: Span) -> str:

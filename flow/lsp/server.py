@@ -45,7 +45,7 @@ class FlowLanguageServer(LanguageServer):
         """Compile the document's current text and publish its diagnostics."""
         text = self.workspace.get_text_document(uri).source
         version = self.workspace.get_text_document(uri).version
-        doc = features.analyse(uri, text, self.step_types, self.encoding())
+        doc = features.analyse(uri, text, self.step_types, self.encoding(), self.documents.get(uri))
         self.documents[uri] = doc
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=features.diagnostics(doc), version=version))
