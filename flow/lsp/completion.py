@@ -133,9 +133,9 @@ def _names(doc: Document, offset: int) -> DocumentIndex:
     end = doc.text.find("\n", offset)
     end = len(doc.text) if end < 0 else end
     tree, found = parse_partial(doc.text[:start] + " " * (end - start) + doc.text[end:], doc.uri)
-    if not any(d.is_error for d in found) or doc.fallback is None:
+    if not any(d.is_error for d in found) or doc.last_parsed is None:
         return build_index(tree)
-    return doc.fallback
+    return doc.last_parsed.index
 
 
 def _nearest_workflow(doc_index: DocumentIndex, line: int) -> WorkflowIndex | None:

@@ -42,9 +42,9 @@ class Document:
     text: str
     result: dsl.CompileResult
     lines: LineIndex
-    # The index of the latest earlier version without syntax errors: names to complete while the
-    # text being typed does not parse.
-    fallback: DocumentIndex | None = None
+    # The latest earlier version without syntax errors: its names stand in for completion while
+    # the text being typed does not parse. (Its index is built only then, off the path of diagnostics.)
+    last_parsed: Document | None = None
     _index: DocumentIndex | None = None
 
     @property
@@ -72,8 +72,8 @@ def analyse(uri: str, text: str, step_types: Mapping[str, PluginStepType] | None
     ``previous`` is the document's earlier version, whose names stand in while this one does not parse.
     """
     result = dsl.compile_source(text, uri, step_types)
-    fallback = None if previous is None else (previous.index if previous.parses else previous.fallback)
-    return Document(uri, text, result, LineIndex(text, encoding), fallback)
+    last_parsed = None if previous is None else (previous if previous.parses else previous.last_parsed)
+    return Document(uri, text, result, LineIndex(text, encoding), last_parsed)
 
 
 def diagnostics(doc: Document) -> list[types.Diagnostic]:
