@@ -6,6 +6,7 @@ expression depth; ``BuilderBase`` opens it per thread and turns tokens and child
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from contextlib import contextmanager
@@ -42,6 +43,25 @@ def parse_duration(text: str) -> float | None:
     if not _DURATION.fullmatch(text):
         return None
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """``5400.0`` -> ``1h30m``: a duration as the language writes it (the inverse of ``parse_duration``).
+
+    The largest units first; a number of seconds that no duration literal gives (not a whole number
+    of milliseconds) is printed as a plain number.
+    """
+    millis = round(seconds * 1000)
+    if seconds < 0 or not math.isclose(millis, seconds * 1000, rel_tol=1e-12, abs_tol=1e-6):
+        return repr(seconds)
+    if millis == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 
