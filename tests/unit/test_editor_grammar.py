@@ -81,3 +81,24 @@ def test_highlighting_samples() -> None:
     assert [m.group() for m in keyword.finditer("for each x in y where z")] == ["for", "each", "where"]
     assert duration.fullmatch("1h30m") and not duration.fullmatch("12")
     assert key.match("timeout: 5s").group() == "timeout" and not key.match("a ?? b")
+
+
+def test_the_vim_syntax_highlights_the_same_keywords() -> None:
+    text = (ROOT / "editors" / "vim" / "syntax" / "flow.vim").read_text(encoding="utf-8")
+    words = set()
+    for group in ("flowKeyword", "flowConstant", "flowOperatorWord"):
+        (line,) = [line for line in text.splitlines() if line.startswith(f"syntax keyword {group} ")]
+        words.update(line.split()[3:])
+    assert words == grammar_keywords()
+
+
+def test_the_vscode_extension_declares_the_language_and_its_grammar() -> None:
+    folder = ROOT / "editors" / "vscode"
+    package = json.loads((folder / "package.json").read_text(encoding="utf-8"))
+    (language,) = package["contributes"]["languages"]
+    assert language["id"] == "flow" and language["extensions"] == [".flow"]
+    json.loads((folder / language["configuration"]).read_text(encoding="utf-8"))
+    (grammar,) = package["contributes"]["grammars"]
+    assert grammar["scopeName"] == TM["scopeName"]
+    assert json.loads((folder / grammar["path"]).read_text(encoding="utf-8")) == TM  # the shared grammar
+    assert package["contributes"]["configuration"]["properties"]["flow.server.command"]["default"] == ["flow", "lsp"]
