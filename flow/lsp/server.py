@@ -1,15 +1,20 @@
 """The pygls server of `flow lsp`: keeps each open document's compile result and answers from it.
 
 Diagnostics are published on open, on every change and on save, from the same compiler as
-`flow check` (the same codes, messages and notes). A document is compiled once per change; hover,
-definition, completion and the outline read that result.
+`flow check` (the same codes, messages and notes). A compile runs in a thread, off the event loop,
+so that the changes typed meanwhile are read; when it ends, the latest text is compiled once more if
+it changed, and the versions typed in between are skipped (each would be stale on arrival).
+Requests (hover, definition, completion, outline) wait for the compile of the current text, so that
+they always answer for the text the editor has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from typing import Iterator, Mapping
 
 from lsprotocol import types
@@ -39,39 +44,84 @@ class FlowLanguageServer(LanguageServer):
         super().__init__("flow-lsp", own_version)
         self.step_types: Mapping[str, PluginStepType] = as_step_types(step_types)
         self.documents: dict[str, Document] = {}
+        self._versions: dict[str, int | None] = {}  # the version each of ``documents`` was compiled from
+        self._compiles: dict[str, asyncio.Task[None]] = {}
 
     def encoding(self) -> str:
         return _ENCODINGS.get(self.workspace.position_encoding or types.PositionEncodingKind.Utf16, "utf-16")
 
-    def refresh(self, uri: str) -> None:
-        """Compile the document's current text and publish its diagnostics."""
-        document = self.workspace.get_text_document(uri)
-        with _collector_paused():
-            doc = features.analyse(uri, document.source, self.step_types, self.encoding(), self.documents.get(uri))
-        self.documents[uri] = doc
-        self.text_document_publish_diagnostics(
-            types.PublishDiagnosticsParams(uri=uri, diagnostics=features.diagnostics(doc), version=document.version))
+    def is_open(self, uri: str) -> bool:
+        return uri in self.workspace.text_documents
 
-    def document(self, uri: str) -> Document | None:
+    def refresh(self, uri: str) -> None:
+        """Have the document's current text compiled and its diagnostics published."""
+        running = self._compiles.get(uri)
+        if running is None or running.done():
+            self._compiles[uri] = asyncio.ensure_future(self._compile_until_current(uri))
+        # else: the running compile sees the new version when it ends, and compiles it then.
+
+    async def _compile_until_current(self, uri: str) -> None:
+        loop = asyncio.get_running_loop()
+        while self.is_open(uri):
+            document = self.workspace.get_text_document(uri)
+            text, version = document.source, document.version
+            previous = self.documents.get(uri)
+            doc = await loop.run_in_executor(None, self._analyse, uri, text, previous)
+            if not self.is_open(uri):
+                return  # closed meanwhile: its diagnostics were cleared, and stay so
+            self.documents[uri], self._versions[uri] = doc, version
+            self.text_document_publish_diagnostics(
+                types.PublishDiagnosticsParams(uri=uri, diagnostics=features.diagnostics(doc), version=version))
+            if self.workspace.get_text_document(uri).version == version:
+                return
+
+    def _analyse(self, uri: str, text: str, previous: Document | None) -> Document:
+        try:
+            with _collector_paused():
+                return features.analyse(uri, text, self.step_types, self.encoding(), previous)
+        except Exception:  # a compiler bug must not end the session; the log tells it
+            log.exception("compiling %s failed", uri)
+            raise
+
+    async def current(self, uri: str) -> Document | None:
+        """The compiled document of the text the editor has now (waits for a compile in progress)."""
+        running = self._compiles.get(uri)
+        if running is not None and not running.done():
+            await asyncio.shield(running)
         return self.documents.get(uri)
+
+    def close(self, uri: str) -> None:
+        self.documents.pop(uri, None)
+        self._versions.pop(uri, None)
+        # A closed file's problems leave the editor's problem list with it.
+        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
+_paused = 0
+_paused_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Compile without the cyclic garbage collector.
+    """Compile without the cyclic garbage collector (re-enabled when the last compile ends).
 
     A compile allocates hundreds of thousands of short-lived objects, and the collector's passes
     over them and the rest of the heap took about 40% of the time of a 1,000-step file (310 -> 180
-    ms, bench/lsp_latency.py). A compile leaves no cyclic garbage (its results and temporaries are
-    freed by reference counting), so nothing is left for a later pass to find.
+    ms in-process). A compile leaves no cyclic garbage (its results and temporaries are freed by
+    reference counting: `gc.collect()` after five compiles found 0 objects), so nothing is left
+    for a later pass to find.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _paused
+    with _paused_lock:
+        _paused += 1
+        gc.disable()
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0:
+                gc.enable()
 
 
 def make_server(step_types: Mapping[str, object] | None = None) -> FlowLanguageServer:
@@ -91,28 +141,26 @@ def make_server(step_types: Mapping[str, object] | None = None) -> FlowLanguageS
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: FlowLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
-        # A closed file's problems leave the editor's problem list with it.
-        ls.documents.pop(params.text_document.uri, None)
-        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+        ls.close(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
-    def hover(ls: FlowLanguageServer, params: types.HoverParams) -> types.Hover | None:
-        doc = ls.document(params.text_document.uri)
+    async def hover(ls: FlowLanguageServer, params: types.HoverParams) -> types.Hover | None:
+        doc = await ls.current(params.text_document.uri)
         return None if doc is None else features.hover(doc, params.position, ls.step_types)
 
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
-    def definition(ls: FlowLanguageServer, params: types.DefinitionParams) -> types.Location | None:
-        doc = ls.document(params.text_document.uri)
+    async def definition(ls: FlowLanguageServer, params: types.DefinitionParams) -> types.Location | None:
+        doc = await ls.current(params.text_document.uri)
         return None if doc is None else features.definition(doc, params.position)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", " "]))
-    def complete(ls: FlowLanguageServer, params: types.CompletionParams) -> types.CompletionList:
-        doc = ls.document(params.text_document.uri)
+    async def complete(ls: FlowLanguageServer, params: types.CompletionParams) -> types.CompletionList:
+        doc = await ls.current(params.text_document.uri)
         return types.CompletionList(False, []) if doc is None else completion(doc, params.position, ls.step_types)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
-    def symbols(ls: FlowLanguageServer, params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
-        doc = ls.document(params.text_document.uri)
+    async def symbols(ls: FlowLanguageServer, params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
+        doc = await ls.current(params.text_document.uri)
         return [] if doc is None else outline(doc)
 
     # What is loaded by now (pygls, the grammar, the compiler) lives as long as the process: the

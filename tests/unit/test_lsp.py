@@ -109,6 +109,25 @@ def test_a_change_publishes_new_diagnostics_for_its_version(server: LspClient) -
     assert broken["version"] == 3 and broken["diagnostics"][0]["code"].startswith("E1")
 
 
+def test_changes_typed_during_a_compile_end_in_the_diagnostics_of_the_last_text(server: LspClient) -> None:
+    # Given a large document (a compile takes a while) and changes sent faster than it compiles
+    steps = "".join(f"  step s{i}: noop {{ output: {i} }}\n" for i in range(300))
+    text = "workflow w() {\n" + steps + "}\n"
+    uri, _ = open_document(server, text)
+    for version in range(2, 8):
+        broken = "nope" if version % 2 else "noop"  # the last (7) is broken
+        server.notify("textDocument/didChange", {
+            "textDocument": {"uri": uri, "version": version},
+            "contentChanges": [{"range": {"start": {"line": 1, "character": 10}, "end": {"line": 1, "character": 14}},
+                                "text": broken}]})
+    # When a request comes right after them, then it answers for the last text
+    hover = at(server, "textDocument/hover", uri, 1, 11)
+    assert hover is None  # `nope` is no step type: nothing to tell
+    # And the diagnostics of the last version arrive (some versions in between may be skipped)
+    published = server.wait_for("textDocument/publishDiagnostics", uri=uri, version=7)
+    assert [d["code"] for d in published["diagnostics"]] == ["E301"]
+
+
 def test_positions_count_utf16_code_units(server: LspClient) -> None:
     # Each emoji is one code point for the compiler and two UTF-16 code units for the editor.
     text = 'workflow w() {\n  step a: http { body: "😀😀", url: "https://x.example", colour: 1 }\n}\n'
