@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from flow.cli import python_steps
@@ -25,4 +28,10 @@ def lsp(stdio: bool, steps_file: str | None, imports: tuple[str, ...]) -> None:
     """
     from flow.lsp.server import make_server  # pygls loads only for this command
 
-    make_server(python_steps.known_step_types(imports, steps_file)).start_io()
+    server = make_server(python_steps.known_step_types(imports, steps_file))
+    server.start_io()
+    # pygls reads stdin in a pool thread, which may be blocked on the next read when `exit` comes:
+    # a normal exit would join that thread, i.e. wait until the editor closes the pipe (it may wait
+    # for us first). Nothing is left to do, so leave without joining it.
+    sys.stderr.flush()
+    os._exit(server.exit_code)

@@ -46,6 +46,11 @@ class FlowLanguageServer(LanguageServer):
         self.documents: dict[str, Document] = {}
         self._versions: dict[str, int | None] = {}  # the version each of ``documents`` was compiled from
         self._compiles: dict[str, asyncio.Task[None]] = {}
+        self.shutdown_requested = False  # LSP: `exit` after `shutdown` exits 0, otherwise 1
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.shutdown_requested else 1
 
     def encoding(self) -> str:
         return _ENCODINGS.get(self.workspace.position_encoding or types.PositionEncodingKind.Utf16, "utf-16")
@@ -126,6 +131,10 @@ def _collector_paused() -> Iterator[None]:
 
 def make_server(step_types: Mapping[str, object] | None = None) -> FlowLanguageServer:
     server = FlowLanguageServer(step_types)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: FlowLanguageServer, params: None) -> None:
+        ls.shutdown_requested = True
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: FlowLanguageServer, params: types.DidOpenTextDocumentParams) -> None:

@@ -139,6 +139,19 @@ def test_positions_count_utf16_code_units(server: LspClient) -> None:
     assert diag["range"]["end"] == {"line": 1, "character": start + 2 + len("colour")}
 
 
+def test_a_client_that_counts_utf8_gets_byte_positions() -> None:
+    client = LspClient()
+    try:
+        assert client.initialize(encodings=["utf-8"])["capabilities"]["positionEncoding"] == "utf-8"
+        text = 'workflow w() {\n  step a: http { body: "😀é", url: "https://x.example", colour: 1 }\n}\n'
+        _, (diag,) = open_document(client, text)
+        line = text.splitlines()[1]
+        assert diag["range"]["start"] == {"line": 1, "character": len(line[:line.index("colour")].encode("utf-8"))}
+        assert client.shutdown() == 0
+    finally:
+        client.kill()
+
+
 def test_hover_on_a_step_reference_shows_its_type_output_and_doc(server: LspClient) -> None:
     uri, _ = open_document(server, ORDER)
     hover = at(server, "textDocument/hover", uri, *position_of(ORDER, "steps.fetch", shift=7))
@@ -260,11 +273,34 @@ def test_close_clears_the_diagnostics(server: LspClient) -> None:
     assert server.wait_for("textDocument/publishDiagnostics", uri=uri)["diagnostics"] == []
 
 
-def test_shutdown_and_exit_end_the_server() -> None:
+def test_shutdown_and_exit_end_the_server_at_once() -> None:
+    # The client keeps its end of stdin open until the server has exited, as editors may.
+    for _ in range(3):  # the race it guards against (a read pending when `exit` comes) is timing-dependent
+        client = LspClient()
+        try:
+            client.initialize()
+            open_document(client, "workflow w() {}\n")
+            assert client.shutdown(timeout=10) == 0
+        finally:
+            client.kill()
+
+
+def test_exit_without_shutdown_exits_1() -> None:
     client = LspClient()
     try:
         client.initialize()
-        open_document(client, "workflow w() {}\n")
-        assert client.shutdown() == 0
+        client.notify("exit", None)
+        assert client.process.wait(10) == 1
+    finally:
+        client.kill()
+
+
+def test_the_server_ends_when_the_editor_closes_the_pipe() -> None:
+    client = LspClient()
+    try:
+        client.initialize()
+        assert client.process.stdin is not None
+        client.process.stdin.close()
+        assert client.process.wait(10) == 1
     finally:
         client.kill()
