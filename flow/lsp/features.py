@@ -71,7 +71,9 @@ def analyse(uri: str, text: str, step_types: Mapping[str, PluginStepType] | None
 
     ``previous`` is the document's earlier version, whose names stand in while this one does not parse.
     """
-    result = dsl.compile_source(text, uri, step_types)
+    # The compiler drops a byte order mark, which would shift line 1 by a character against the
+    # editor's text (when the editor sends the mark at all); a space in its place keeps the columns.
+    result = dsl.compile_source(" " + text[1:] if text.startswith("\ufeff") else text, uri, step_types)
     last_parsed = None if previous is None else (previous if previous.parses else previous.last_parsed)
     return Document(uri, text, result, LineIndex(text, encoding), last_parsed)
 

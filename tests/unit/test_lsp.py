@@ -139,6 +139,11 @@ def test_positions_count_utf16_code_units(server: LspClient) -> None:
     assert diag["range"]["end"] == {"line": 1, "character": start + 2 + len("colour")}
 
 
+def test_a_byte_order_mark_sent_by_the_editor_keeps_the_columns_of_line_1(server: LspClient) -> None:
+    _, (diag,) = open_document(server, "\ufeffworkflow w() { step a: nope {} }\n")
+    assert diag["range"]["start"] == {"line": 0, "character": 24}  # `nope`, the mark counted (without: 23)
+
+
 def test_a_client_that_counts_utf8_gets_byte_positions() -> None:
     client = LspClient()
     try:
