@@ -19,12 +19,13 @@ from dsl.plugins import PluginStepType
 from dsl.typecheck import FUNCTION_TYPES
 from dsl.types import CLAUSES, ERROR_FIELDS, STEP_FIELDS, STEP_TYPES, WORKFLOW_FIELDS
 from flow.lsp.features import OUTPUT_SHAPES, Document, function_signature
-from flow.lsp.symbols import DocumentIndex, WorkflowIndex, build_index
+from flow.lsp.symbols import DocumentIndex, WorkflowIndex, build_index, contains
 
 _KIND = types.CompletionItemKind
 WORKFLOW_ITEMS = ("step", "let", "schedule", "defaults", "on failure", "output", "timeout", "doc")
 _MEMBER = re.compile(r"(?<![\w.])(steps|params|workflow|error)\.(\w*)$")
 _STEP_FIELD = re.compile(r"(?<![\w.])steps\.(\w+)\.(\w*)$")
+_AFTER = re.compile(r"(?<![\w.])after\s+(?:\w+\s*,\s*)*\w*$")
 _STEP_TYPE = re.compile(r"(?:(?<![\w.])step\s+\w+\s*:|(?<![\w.])compensate)\s+([\w.]*)$")
 _LINE_START = re.compile(r"^\s*(\w*)$")
 _STEP_HEADER = re.compile(r"(?<![\w.])step\s+(\w+)\s*:\s*([\w.]+)\s*$")
@@ -39,17 +40,21 @@ def completion(doc: Document, position: types.Position, step_types: Mapping[str,
     wf = index.workflow_at(line, column) or _nearest_workflow(index, line)
     if scan.in_string_or_comment(doc.text, offset) and "${" not in before:
         return types.CompletionList(False, [])
-    return types.CompletionList(False, list(_items(doc, offset, before, wf, step_types)))
+    # A step cannot read itself (a self-loop is an error), so the step the cursor is in is not offered.
+    here = next((s.name for s in wf.steps.values() if contains(s.loc, line, column)), None) if wf else None
+    return types.CompletionList(False, list(_items(doc, offset, before, wf, here, step_types)))
 
 
-def _items(doc: Document, offset: int, before: str, wf: WorkflowIndex | None,
+def _items(doc: Document, offset: int, before: str, wf: WorkflowIndex | None, here: str | None,
            step_types: Mapping[str, PluginStepType]) -> Iterable[types.CompletionItem]:
     if match := _STEP_FIELD.search(before):
         return [_item(f, _KIND.Field, f"steps.{match.group(1)}.{f}") for f in sorted(STEP_FIELDS)]
     if match := _MEMBER.search(before):
-        return _members(match.group(1), wf)
+        return _members(match.group(1), wf, here)
     if _STEP_TYPE.search(before):
         return _step_types(step_types)
+    if _AFTER.search(before):
+        return _members("steps", wf, here)
     block = _block(doc.text, offset)
     if _LINE_START.match(before):
         if block[0] == "step":
@@ -61,9 +66,9 @@ def _items(doc: Document, offset: int, before: str, wf: WorkflowIndex | None,
     return _expression_names(wf)
 
 
-def _members(root: str, wf: WorkflowIndex | None) -> list[types.CompletionItem]:
+def _members(root: str, wf: WorkflowIndex | None, here: str | None) -> list[types.CompletionItem]:
     if root == "steps":
-        steps = [] if wf is None else list(wf.steps.values())
+        steps = [] if wf is None else [s for s in wf.steps.values() if s.name != here]
         return [_item(s.name, _KIND.Reference, f"step: {s.type}", _step_doc(s)) for s in steps]
     if root == "params":
         params = [] if wf is None else list(wf.params.values())

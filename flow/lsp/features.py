@@ -19,7 +19,7 @@ from dsl.spec import Span
 from dsl.typecheck import FUNCTION_TYPES, KINDS, Type
 from dsl.types import STEP_TYPES
 from flow.lsp.positions import LineIndex
-from flow.lsp.symbols import FUNCTION, LET, LOOP_VAR, PARAM, STEP, STEP_TYPE, DocumentIndex, Reference, build_index, name_span
+from flow.lsp.symbols import FUNCTION, LET, LOOP_VAR, PARAM, STEP, STEP_TYPE, DocumentIndex, Reference, WorkflowIndex, build_index, name_span
 
 SOURCE = "flow"
 
@@ -116,14 +116,22 @@ def _hover_text(doc: Document, ref: Reference, step_types: Mapping[str, PluginSt
     if ref.kind == LET:
         let = wf.lets.get(ref.name) if wf is not None else doc.index.file_lets.get(ref.name)
         return None if let is None else f"**let** `{let.name}` = `{_source_of(doc, let.expr.loc)}`"
-    if ref.kind == LOOP_VAR and wf is not None and ref.name in wf.loop_vars:
-        loop = wf.loop_vars[ref.name]
+    if ref.kind == LOOP_VAR and (loop := _loop(wf, ref)) is not None:
         return f"**loop variable** `{loop.var}`: each element of `{_source_of(doc, loop.items.loc)}`"
     if ref.kind == FUNCTION and ref.name in FUNCTION_TYPES:
         return f"**function** `{function_signature(ref.name)}`"
     if ref.kind == STEP_TYPE:
         return _step_type_hover(ref.name, step_types)
     return None
+
+
+def _loop(wf: WorkflowIndex | None, ref: Reference) -> ast.ForEach | None:
+    """The `for each` that binds the loop variable ``ref``: its own step's (each step has its own)."""
+    if ref.step is not None:
+        for entry in ref.step.entries:
+            if isinstance(entry, ast.ForEach) and entry.var == ref.name:
+                return entry
+    return None if wf is None else wf.loop_vars.get(ref.name)
 
 
 def _step_hover(step: ast.Step, in_on_failure: bool) -> str:
@@ -205,6 +213,6 @@ def definition(doc: Document, position: types.Position) -> types.Location | None
     elif ref.kind == LET:
         let = wf.lets.get(ref.name) if wf is not None else doc.index.file_lets.get(ref.name)
         target = None if let is None else let.name_loc
-    elif ref.kind == LOOP_VAR and wf is not None and ref.name in wf.loop_vars:
-        target = wf.loop_vars[ref.name].var_loc
+    elif ref.kind == LOOP_VAR and (loop := _loop(wf, ref)) is not None:
+        target = loop.var_loc
     return None if target is None else types.Location(doc.uri, doc.lines.range(target))

@@ -182,6 +182,16 @@ def test_hover_on_other_names(server: LspClient, needle: str, shift: int, expect
     assert hover is not None and hover["contents"]["value"].startswith(expected), hover
 
 
+def test_a_loop_variable_is_the_one_of_its_own_step(server: LspClient) -> None:
+    text = ("workflow w() {\n  step a: noop { for each x in [1]\n output: x }\n"
+            "  step b: noop { for each x in [2]\n output: x }\n}\n")
+    uri, _ = open_document(server, text)
+    location = at(server, "textDocument/definition", uri, *position_of(text, "output: x", nth=1, shift=8))
+    assert location["range"]["start"] == dict(zip(("line", "character"), position_of(text, "each x", nth=1, shift=5)))
+    hover = at(server, "textDocument/hover", uri, *position_of(text, "output: x", nth=1, shift=8))
+    assert hover["contents"]["value"] == "**loop variable** `x`: each element of `[2]`"
+
+
 def test_hover_off_any_name_is_empty(server: LspClient) -> None:
     uri, _ = open_document(server, ORDER)
     assert at(server, "textDocument/hover", uri, 0, 0) is None
@@ -239,6 +249,7 @@ def test_completion_of_params_step_types_config_keys_and_functions(server: LspCl
     assert url["insertText"] == "url: " and "required" in url["detail"]
     expression = labels(complete(server, HEAD + "  step c: noop { output: len( }\n}\n", "len(", 4))
     assert {"len", "merge", "upper", "params", "steps", "secrets"} <= set(expression)
+    assert labels(complete(server, HEAD + "  step c: noop { after a, }\n}\n", "after a, ", 9)) == ["a"]
     workflow_items = labels(complete(server, HEAD + "  \n}\n", "}\n  \n", 4))
     assert {"step", "let", "schedule", "on failure", "output"} <= set(workflow_items)
 
