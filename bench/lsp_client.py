@@ -95,7 +95,8 @@ class LspClient:
                                                          "documentSymbol": {"hierarchicalDocumentSymbolSupport": True}}}
         if encodings:
             capabilities["general"] = {"positionEncodings": encodings}
-        result = self.request("initialize", {"processId": os.getpid(), "rootUri": root, "capabilities": capabilities})
+        result: dict[str, Any] = self.request("initialize", {"processId": os.getpid(), "rootUri": root,
+                                                             "capabilities": capabilities})
         self.notify("initialized", {})
         return result
 

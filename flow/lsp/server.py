@@ -27,8 +27,7 @@ from flow.lsp.features import Document
 from flow.lsp.outline import outline
 
 log = logging.getLogger("flow.lsp")
-_ENCODINGS = {types.PositionEncodingKind.Utf8: "utf-8", types.PositionEncodingKind.Utf16: "utf-16",
-              types.PositionEncodingKind.Utf32: "utf-32"}
+_ENCODINGS = frozenset({"utf-8", "utf-16", "utf-32"})
 
 
 class FlowLanguageServer(LanguageServer):
@@ -53,7 +52,10 @@ class FlowLanguageServer(LanguageServer):
         return 0 if self.shutdown_requested else 1
 
     def encoding(self) -> str:
-        return _ENCODINGS.get(self.workspace.position_encoding or types.PositionEncodingKind.Utf16, "utf-16")
+        """The position encoding agreed at `initialize` (pygls picks it from the client's offer)."""
+        negotiated = self.workspace.position_encoding or "utf-16"
+        name = negotiated.value if isinstance(negotiated, types.PositionEncodingKind) else negotiated
+        return name if name in _ENCODINGS else "utf-16"
 
     def is_open(self, uri: str) -> bool:
         return uri in self.workspace.text_documents
