@@ -216,3 +216,37 @@ def definition(doc: Document, position: types.Position) -> types.Location | None
     elif ref.kind == LOOP_VAR and (loop := _loop(wf, ref)) is not None:
         target = loop.var_loc
     return None if target is None else types.Location(doc.uri, doc.lines.range(target))
+
+
+# ---- references ----------------------------------------------------------------------------------
+
+
+def references(doc: Document, position: types.Position, include_declaration: bool) -> list[types.Location]:
+    """Every place that names the step, param, `let` or loop variable under the cursor."""
+    _, line, column = doc.where(position)
+    ref = doc.index.reference_at(line, column)
+    if ref is None or ref.kind in (FUNCTION, STEP_TYPE):
+        return []
+    declaration = definition(doc, position)
+
+    def same(other: Reference) -> bool:
+        if other.kind != ref.kind or other.name != ref.name:
+            return False
+        if ref.kind == LET and doc.index.file_lets.get(ref.name) is not None and not _shadowed(doc, ref) \
+                and not _shadowed(doc, other):
+            return True  # a file-level `let` is read from every workflow
+        if other.workflow is not ref.workflow:
+            return False
+        return ref.kind != LOOP_VAR or other.step is ref.step
+
+    found = [doc.lines.range(other.span) for other in doc.index.references if same(other)]
+    if not include_declaration and declaration is not None:
+        found = [r for r in found if r != declaration.range]
+    return [types.Location(doc.uri, r) for r in found]
+
+
+def _shadowed(doc: Document, ref: Reference) -> bool:
+    """Whether a workflow-level `let` of the same name hides the file-level one where ``ref`` stands."""
+    if ref.workflow is None:
+        return False
+    return any(isinstance(item, ast.Let) and item.name == ref.name for item in ref.workflow.items)

@@ -164,6 +164,11 @@ def make_server(step_types: Mapping[str, object] | None = None) -> FlowLanguageS
         doc = await ls.current(params.text_document.uri)
         return None if doc is None else features.definition(doc, params.position)
 
+    @server.feature(types.TEXT_DOCUMENT_REFERENCES)
+    async def references(ls: FlowLanguageServer, params: types.ReferenceParams) -> list[types.Location]:
+        doc = await ls.current(params.text_document.uri)
+        return [] if doc is None else features.references(doc, params.position, params.context.include_declaration)
+
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", " "]))
     async def complete(ls: FlowLanguageServer, params: types.CompletionParams) -> types.CompletionList:
         doc = await ls.current(params.text_document.uri)

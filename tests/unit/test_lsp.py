@@ -213,6 +213,25 @@ def test_definition(server: LspClient, needle: str, shift: int, declared: tuple[
                                               "end": {"line": line, "character": character + end}}}
 
 
+@pytest.mark.parametrize("include_declaration", [True, False])
+def test_references_of_a_step(server: LspClient, include_declaration: bool) -> None:
+    uri, _ = open_document(server, ORDER)
+    found = server.request("textDocument/references", {
+        "textDocument": {"uri": uri}, "position": dict(zip(("line", "character"), position_of(ORDER, "steps.lines", shift=8))),
+        "context": {"includeDeclaration": include_declaration}})
+    starts = [(r["range"]["start"]["line"], r["range"]["start"]["character"]) for r in found]
+    uses = [position_of(ORDER, "steps.lines", nth=n, shift=6) for n in range(2)]
+    assert starts == ([position_of(ORDER, "step lines", shift=5)] if include_declaration else []) + uses
+
+
+def test_references_of_a_file_level_let_span_the_workflows(server: LspClient) -> None:
+    text = 'let host = "x"\nworkflow a() { step s: noop { output: host } }\nworkflow b() { step s: noop { output: host } }\n'
+    uri, _ = open_document(server, text)
+    found = server.request("textDocument/references", {
+        "textDocument": {"uri": uri}, "position": {"line": 0, "character": 5}, "context": {"includeDeclaration": True}})
+    assert [r["range"]["start"]["line"] for r in found] == [0, 1, 2]
+
+
 def labels(result: dict[str, Any]) -> list[str]:
     return [item["label"] for item in result["items"]]
 
