@@ -1,5 +1,7 @@
-"""`flow lsp`: a Language Server for .flow files, over stdio.
+"""`flow lsp`: a Language Server for .flow files, over stdio (docs/editors.md).
 
-The features are pure functions of a document's text and its compile result
-(flow/lsp/positions.py, symbols.py, features.py); flow/lsp/server.py wires them to pygls.
+The answers are pure functions of a document's text and its compile result: positions.py converts
+between the compiler's positions and the protocol's, symbols.py indexes declarations and the names
+that read them, features.py gives diagnostics, hover, definition and references, completion.py and
+outline.py the rest. server.py wires them to pygls.
 """
