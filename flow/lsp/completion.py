@@ -36,10 +36,10 @@ _WORKFLOW_HEADER = re.compile(r"(?:\)|\bon\s+failure)\s*$")
 def completion(doc: Document, position: types.Position, step_types: Mapping[str, PluginStepType]) -> types.CompletionList:
     offset, line, column = doc.where(position)
     before = doc.text[doc.text.rfind("\n", 0, offset) + 1:offset]
-    index = _names(doc, offset)
-    wf = index.workflow_at(line, column) or _nearest_workflow(index, line)
     if scan.in_string_or_comment(doc.text, offset) and "${" not in before:
         return types.CompletionList(False, [])
+    index = _names(doc, offset)
+    wf = index.workflow_at(line, column) or _nearest_workflow(index, line)
     # A step cannot read itself (a self-loop is an error), so the step the cursor is in is not offered.
     here = next((s.name for s in wf.steps.values() if contains(s.loc, line, column)), None) if wf else None
     return types.CompletionList(False, list(_items(doc, offset, before, wf, here, step_types)))
