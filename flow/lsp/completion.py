@@ -36,7 +36,9 @@ _WORKFLOW_HEADER = re.compile(r"(?:\)|\bon\s+failure)\s*$")
 def completion(doc: Document, position: types.Position, step_types: Mapping[str, PluginStepType]) -> types.CompletionList:
     offset, line, column = doc.where(position)
     before = doc.text[doc.text.rfind("\n", 0, offset) + 1:offset]
-    if scan.in_string_or_comment(doc.text, offset) and "${" not in before:
+    in_interpolation = before.rfind("${") > before.rfind("}")  # `"... ${steps.` is an expression again
+    # The character before the cursor decides: at the end of a comment the cursor is still in it.
+    if offset > 0 and scan.in_string_or_comment(doc.text, offset - 1) and not in_interpolation:
         return types.CompletionList(False, [])
     index = _names(doc, offset)
     wf = index.workflow_at(line, column) or _nearest_workflow(index, line)

@@ -273,6 +273,14 @@ def test_completion_of_params_step_types_config_keys_and_functions(server: LspCl
     assert {"step", "let", "schedule", "on failure", "output"} <= set(workflow_items)
 
 
+def test_no_completion_inside_text_but_inside_interpolation(server: LspClient) -> None:
+    text = HEAD + '  step c: noop { output: "steps. ${steps.} #" }  # steps.\n}\n'
+    uri, _ = open_document(server, text)
+    for needle, shift in (('"steps.', 7), ("# steps.", 8)):
+        assert labels(at(server, "textDocument/completion", uri, *position_of(text, needle, shift=shift))) == []
+    assert labels(at(server, "textDocument/completion", uri, *position_of(text, "${steps.", shift=8))) == ["a"]
+
+
 def test_completion_keeps_the_names_of_the_last_version_that_parsed(server: LspClient) -> None:
     text = HEAD + "}\n"
     uri, _ = open_document(server, text)
