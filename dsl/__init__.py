@@ -81,12 +81,13 @@ def compile_source(source: str | bytes, filename: str = "<string>", step_types: 
         too_big = check_size(len(source), filename)
         if too_big:
             return CompileResult([], [too_big])
+        raw = source
         try:
-            source = source.decode("utf-8")
+            source = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = source.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (source.rfind(b"\n", 0, exc.start) + 1) + 1
-            return CompileResult([], [Diagnostic("error", "E113", f"invalid UTF-8 (byte 0x{source[exc.start]:02x})",
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            return CompileResult([], [Diagnostic("error", "E113", f"invalid UTF-8 (byte 0x{raw[exc.start]:02x})",
                                                   Span(filename, line, column, line, column + 1))])
     if source.startswith("\ufeff"):
         source = source[1:]  # a byte order mark is no part of the program

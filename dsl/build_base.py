@@ -11,13 +11,15 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from lark import Token
 
 from dsl import ast
 from dsl.errors import Diagnostic, FlowLimitError, error
 from dsl.spec import Span
+
+NodeT = TypeVar("NodeT", bound="ast.Expr | ast.ObjectEntry")
 
 KEYWORDS = frozenset(
     "flow let workflow step after when for each in where concurrency retry timeout compensate none "
@@ -146,7 +148,7 @@ class BuilderBase:
     def _tspan(self, tok: Token) -> Span:
         return Span(self._st.filename, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
 
-    def _expr(self, node: Any, *children: Any) -> Any:
+    def _expr(self, node: NodeT, *children: Any) -> NodeT:
         """Record the depth of a new expression node; refuse trees deep enough to hurt later passes."""
         st = self._st
         depth_of = st.depth

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from dsl import ast
 from dsl.build_base import KEYWORD_ROOTS, BuilderBase
@@ -19,7 +19,7 @@ class ExpressionRules(BuilderBase):
         st = self._st
         st.outer[id(inner)] = (lpar.line, lpar.column, rpar.end_line, rpar.end_column)
         st.keep.append(inner)
-        return inner
+        return cast(ast.Expr, inner)
 
     def cond(self, children: list[Any]) -> ast.Expr:
         test, _q, then, _colon, else_ = children
@@ -79,8 +79,10 @@ class ExpressionRules(BuilderBase):
             key = str(tok)  # any word, keywords included: JSON-shaped payloads use them as fields
         else:
             node = self._string(tok) if tok.type == "STRING" else ast.Literal(str(tok)[1:-1], self._tspan(tok))
-            key = node.value if isinstance(node, ast.Literal) else None
-            if not isinstance(key, str):
+            literal = node.value if isinstance(node, ast.Literal) else None
+            if isinstance(literal, str):
+                key = literal
+            else:
                 self._st.diagnostics.append(error("E109", "an object key cannot use `${...}`", self._tspan(tok)))
                 key = ""
         entry = ast.ObjectEntry(key, value, self._tspan(tok))

@@ -83,16 +83,16 @@ def compile_schedule(s: ast.Schedule, params: tuple[Param, ...], diags: list[Dia
         kwargs["every"] = float(value) if isinstance(value, (int, float)) else None
     else:
         try:
-            datetime.datetime.fromisoformat(value)  # type: ignore[arg-type]
+            datetime.datetime.fromisoformat(value)  # a non-string raises TypeError: E318 too
         except (TypeError, ValueError):
             diags.append(error("E318", f"bad ISO-8601 time {_show(value)}", s.value.loc, 'help: e.g. "2026-12-01T09:00:00+01:00"'))
         kwargs["at"] = value
     run_params = options.get("params", {})
     _check_params(s, run_params, params, diags)
-    if len(diags) > before:
+    if len(diags) > before or not isinstance(run_params, dict):
         return None
-    return Schedule(kind=s.kind, timezone=timezone, params=run_params, catchup=options.get("catchup", True),
-                    span=s.loc, **kwargs)  # type: ignore[arg-type]
+    return Schedule(kind=s.kind, timezone=str(timezone), params=run_params,
+                    catchup=bool(options.get("catchup", True)), span=s.loc, **kwargs)  # type: ignore[arg-type]
 
 
 def _options(s: ast.Schedule, diags: list[Diagnostic]) -> dict[str, object]:

@@ -92,7 +92,7 @@ def _render(node: Any) -> tuple[str, int]:
         obj = _wrap(_render(node.get("obj")), _POSTFIX)
         return f"{obj}[{_render(node.get('index'))[0]}]", _POSTFIX
     if op == "call":
-        args = node.get("args") if isinstance(node.get("args"), list) else []
+        args = _list(node, "args")
         return f"{node.get('fn')}({', '.join(_render(a)[0] for a in args)})", _POSTFIX
     if op == "unary":
         if node.get("operator") == "not":
@@ -113,16 +113,16 @@ def _render(node: Any) -> tuple[str, int]:
         then = _render(node.get("then"))[0]
         return f"{test} ? {then} : {_render(node.get('else'))[0]}", _COND
     if op == "list":
-        items = node.get("items") if isinstance(node.get("items"), list) else []
+        items = _list(node, "items")
         return "[" + ", ".join(_render(i)[0] for i in items) + "]", _ATOM
     if op == "object":
-        entries = node.get("entries") if isinstance(node.get("entries"), list) else []
+        entries = _list(node, "entries")
         if not all(isinstance(e, (list, tuple)) and len(e) == 2 for e in entries):
             raise EvaluationError("malformed expression: object entries are [key, expr] pairs")
         body = ", ".join(f"{_key(str(k))}: {_render(v)[0]}" for k, v in entries)
         return "{" + body + "}", _ATOM
     if op == "interp":
-        parts = node.get("parts") if isinstance(node.get("parts"), list) else []
+        parts = _list(node, "parts")
         text = "".join(_escape(p) if isinstance(p, str) else "${" + _render(p)[0] + "}" for p in parts)
         return f'"{text}"', _ATOM
     if op == "lambda":
@@ -130,3 +130,8 @@ def _render(node: Any) -> tuple[str, int]:
         # loop variable), so its source form is the body.
         return _render(node.get("body"))
     raise EvaluationError(f"malformed expression: unknown operation {op!r}")
+
+
+def _list(node: Mapping[str, Any], key: str) -> list[Any]:
+    value = node.get(key)
+    return value if isinstance(value, list) else []

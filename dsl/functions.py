@@ -95,7 +95,8 @@ def _values(*args: Any) -> list[Any]:
 
 def _split(*args: Any) -> list[str]:
     _arity("split", args, 2)
-    text, sep = _want("split", args[0], "string"), _want("split", args[1], "string")
+    text: str = _want("split", args[0], "string")
+    sep: str = _want("split", args[1], "string")
     if not sep:
         raise EvaluationError("split() needs a non-empty separator")
     if text.count(sep) >= MAX_ITEMS:
@@ -130,6 +131,9 @@ def _endswith(*args: Any) -> bool:
 
 def _replace(*args: Any) -> str:
     _arity("replace", args, 3)
+    text: str
+    old: str
+    new: str
     text, old, new = (_want("replace", a, "string") for a in args)
     if not old:
         raise EvaluationError("replace() needs a non-empty text to find")

@@ -42,10 +42,10 @@ def lower(expr: ast.Expr) -> Expr:
             return lit([i["value"] for i in items])
         return {"op": "list", "items": items}
     if isinstance(expr, ast.ObjectExpr):
-        entries = [[e.key, lower(e.value)] for e in expr.entries]
-        if all(v["op"] == "lit" for _, v in entries):
-            return lit({k: v["value"] for k, v in entries})
-        return {"op": "object", "entries": entries}
+        pairs = [(e.key, lower(e.value)) for e in expr.entries]
+        if all(v["op"] == "lit" for _, v in pairs):
+            return lit({k: v["value"] for k, v in pairs})
+        return {"op": "object", "entries": [[k, v] for k, v in pairs]}
     if isinstance(expr, ast.Interp):
         return {"op": "interp", "parts": [p if isinstance(p, str) else lower(p) for p in expr.parts]}
     raise TypeError(f"not an expression: {type(expr).__name__}")

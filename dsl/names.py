@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from dsl import ast
@@ -23,8 +24,8 @@ _SECRETS_NOTE = ("note: secrets are resolved on the worker, right before use: on
                  "`compensate`) and `let`s may read them")
 
 
-def did_you_mean(name: str, candidates: object) -> tuple[str, ...]:
-    match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)  # type: ignore[arg-type]
+def did_you_mean(name: str, candidates: Iterable[str]) -> tuple[str, ...]:
+    match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return (f"help: did you mean `{match[0]}`?",) if match else ()
 
 

@@ -86,7 +86,7 @@ def _compare(symbol: str) -> Any:
                 f"cannot compare {type_name(a)} {symbol} {type_name(b)}; "
                 "'<' and friends compare two numbers or two strings"
             )
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[symbol]
+        return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[symbol])
 
     return op
 

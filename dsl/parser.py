@@ -93,7 +93,10 @@ def parse_partial(source: str, filename: str = "<string>") -> tuple[ast.File, li
 def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -> tuple[ast.File, list[Diagnostic]]:
     """Parse each top-level declaration (a line starting with `workflow` or `let`) on its own."""
     starts = [0] + [m.start() for m in _TOP_LEVEL.finditer(source) if m.start() > 0]
-    version, lets, workflows, diags = None, [], [], []
+    version = None
+    lets: list[ast.Let] = []
+    workflows: list[ast.Workflow] = []
+    diags: list[Diagnostic] = []
     line = 1
     for begin, end in zip(starts, starts[1:] + [len(source)]):
         chunk = source[begin:end]
@@ -211,7 +214,7 @@ def translate(exc: UnexpectedInput, text: str, filename: str) -> Diagnostic:
 
 
 def _unexpected_char(exc: UnexpectedCharacters, text: str, filename: str) -> Diagnostic:
-    pos = exc.pos_in_stream
+    pos = int(exc.pos_in_stream or 0)
     rest = text[pos:]
     two, one = rest[:2], rest[:1]
     span = scan.span_at(filename, text, pos, 1)

@@ -37,7 +37,7 @@ class PluginStepType:
         """``(key, message)`` for each constant config value that the schema rejects."""
         if not self.schema or not values:
             return
-        from jsonschema.validators import validator_for  # type: ignore[import-untyped]  # only plugins with a schema pay for it
+        from jsonschema.validators import validator_for  # only plugins with a schema pay for it
 
         cls = validator_for(self.schema)
         validator = cls(self.schema, format_checker=cls.FORMAT_CHECKER)
@@ -63,8 +63,8 @@ def describe(name: str, obj: Any) -> PluginStepType:
     if schema is not None:
         if not isinstance(schema, Mapping):
             return _broken(name, "its `config_schema` is not a JSON Schema object")
-        from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-        from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
 
         try:
             validator_for(schema).check_schema(schema)

@@ -101,12 +101,14 @@ def compile_step(
             why = "`for each` over an empty list" if fold(fe_spec.items, constants) == [] else "`where` is false for every element"
             diags.append(warning("W501", f"step `{step.name}` can never run ({why})", for_each.loc))
     retry = defaults.retry
-    if isinstance(singles.get(ast.RetryClause), ast.RetryClause):
-        retry = resolve_retry(singles[ast.RetryClause], lets, diags)  # type: ignore[arg-type]
+    retry_clause = singles.get(ast.RetryClause)
+    if isinstance(retry_clause, ast.RetryClause):
+        retry = resolve_retry(retry_clause, lets, diags)
     retry = _plugin_retry(step.type, retry)
     timeout = defaults.timeout
-    if isinstance(singles.get(ast.TimeoutClause), ast.TimeoutClause):
-        timeout = seconds(singles[ast.TimeoutClause].value, "timeout", diags)  # type: ignore[union-attr]
+    timeout_clause = singles.get(ast.TimeoutClause)
+    if isinstance(timeout_clause, ast.TimeoutClause):
+        timeout = seconds(timeout_clause.value, "timeout", diags)
     compensation = _compensation(singles.get(ast.Compensate), scope, lets, diags, plugins)
     doc = singles.get(ast.Doc)
 

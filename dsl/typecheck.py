@@ -440,7 +440,9 @@ def _never_equal(left: Type, right: Type) -> bool:
     """Both sides are known, exclude null, and share no kind (int and float are both numbers)."""
     if UNKNOWN in left or UNKNOWN in right or "null" in left or "null" in right:
         return False
-    widen = lambda t: t | NUMBER if t & NUMBER else t  # noqa: E731
+    def widen(t: Type) -> Type:
+        return t | NUMBER if t & NUMBER else t
+
     return not widen(left) & widen(right)
 
 

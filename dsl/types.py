@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from dsl.spec import BUILTIN_TASK_TYPES
 
@@ -79,4 +79,5 @@ def value_matches(value: Any, type_text: str) -> bool:
         "any": lambda v: True,
         "list": lambda v: isinstance(v, list),
     }
-    return checks.get(type_text, lambda v: True)(value)
+    check: Callable[[Any], bool] = checks.get(type_text, lambda v: True)
+    return check(value)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Limits on what one expression may produce: step inputs and outputs are capped at 1 MiB anyway,
 # and an expression must not be a way to make a coordinator allocate gigabytes.
@@ -53,7 +55,7 @@ def type_name(value: Any) -> str:
     raise EvaluationError(f"unsupported value of Python type {type(value).__name__}")
 
 
-def check_number(value: Any) -> Any:
+def check_number(value: T) -> T:
     """``value`` if it is a number JSON can hold, else an error (infinity, NaN, huge integers)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise EvaluationError("number out of range (the result is not a finite number)")
@@ -62,13 +64,13 @@ def check_number(value: Any) -> Any:
     return value
 
 
-def check_size(value: Any) -> Any:
+def check_size(value: T) -> T:
     """``value`` if it is within the size limits, else an error naming the limit."""
     if isinstance(value, str) and len(value) > MAX_STRING:
         raise EvaluationError(
             f"string too long ({len(value)} characters; the limit is {MAX_STRING})"
         )
-    if (is_list(value) or is_object(value)) and len(value) > MAX_ITEMS:
+    if isinstance(value, (list, tuple, Mapping)) and len(value) > MAX_ITEMS:
         raise EvaluationError(
             f"{type_name(value)} too large ({len(value)} entries; the limit is {MAX_ITEMS})"
         )

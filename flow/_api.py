@@ -59,7 +59,7 @@ class Retries:
 
     def delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to sleep before retry number ``retry`` (1 for the first)."""
-        return rand() * min(self.cap, self.base * 2 ** (retry - 1))
+        return float(rand() * min(self.cap, self.base * 2 ** (retry - 1)))
 
 
 def base_url(url: str | None) -> str:
@@ -80,7 +80,7 @@ def api_token(token: str | None) -> str | None:
 
 def poll_delay(poll: int) -> float:
     """Seconds between two polls of a run when the server does not hold: 0.1 s doubling to 2 s."""
-    return min(2.0, 0.1 * 2 ** poll)
+    return float(min(2.0, 0.1 * 2 ** poll))
 
 
 def hold_seconds(remaining: float | None) -> int:

@@ -36,13 +36,23 @@ log = logging.getLogger("flow.steps")
 
 
 class StepFunction(Protocol):
-    """What the worker reads of a declared step type (``flow.StepType`` has these attributes)."""
+    """What the worker reads of a declared step type (``flow.StepType`` has these attributes,
+    read-only: it is a frozen dataclass)."""
 
-    name: str
-    task_type: str
-    function: Callable[..., Any]
-    config: Mapping[str, Any]
-    required: frozenset[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def task_type(self) -> str: ...
+
+    @property
+    def function(self) -> Callable[..., Any]: ...
+
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def required(self) -> frozenset[str]: ...
 
     @property
     def accepts_any_key(self) -> bool: ...

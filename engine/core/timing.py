@@ -29,7 +29,7 @@ from itertools import islice
 from typing import Any, Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import croniter
 
 UTC = timezone.utc
 Kind = Literal["cron", "every", "at"]

@@ -9,15 +9,18 @@ database (outbox rows, due timers) and the broker (unacked results are redeliver
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from typing import Any, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sqlalchemy import Engine
 
 from engine.core.contracts import ResultMessage
 from engine.observability import metrics
 from engine.runtime.messaging import Broker, Publisher
 from engine.settings import Settings, redact_url
+from engine.store.context import BatchOutcome, OutboxMessage
 
 log = logging.getLogger("flow.coordinator")
 
@@ -28,14 +31,24 @@ RELAY_LIMIT = 500
 MAX_BACKOFF = 10.0
 
 
+Publish = Callable[[list[OutboxMessage]], None]
+# Called after a batch of results committed, before the messages it created are published: the
+# seam where the fault suite makes a coordinator die at the worst moment (tests/faults).
+AfterCommit = Callable[[BatchOutcome, Sequence[ResultMessage]], None]
+
+
 class StoreLike(Protocol):
     """The part of ``engine.store.Store`` the coordinator drives."""
 
-    def apply_results(self, results: Sequence[ResultMessage]) -> Any: ...
+    engine: Engine
 
-    def run_timers(self, limit: int = 500) -> Any: ...
+    def apply_results(self, messages: Sequence[ResultMessage]) -> BatchOutcome: ...
 
-    def relay_outbox(self, publish: Any, limit: int = 500) -> int: ...
+    def run_timers(self, limit: int = 500) -> BatchOutcome: ...
+
+    def relay_outbox(self, publish: Publish, limit: int = 500) -> int: ...
+
+    def publish_outbox(self, ids: Sequence[int], publish: Publish) -> int: ...
 
 
 class Coordinator:
@@ -49,6 +62,7 @@ class Coordinator:
         batch_wait: seconds a batch waits for more results after the first one arrived.
         task_types: the task queues declared at start (others are declared on first publish).
         timer_interval: seconds between timer passes.
+        after_commit: called after each result batch committed, before its messages go out.
     """
 
     def __init__(
@@ -61,6 +75,7 @@ class Coordinator:
         batch_wait: float = 0.005,
         task_types: Sequence[str] = (),
         timer_interval: float = TIMER_INTERVAL,
+        after_commit: AfterCommit | None = None,
     ) -> None:
         self.store = store
         self.timer_interval = timer_interval
@@ -71,10 +86,7 @@ class Coordinator:
         self.task_types = tuple(task_types)
         self.applied = 0  # results applied since start (for tests and logs)
         self._fresh: list[int] = []  # outbox rows committed by the last batch, not yet published
-        # Test-only fault injection (DESIGN "each guarantee has a test that injects the fault"):
-        # ``exit_before_publish`` kills the process right after a batch with a completed step
-        # committed (so the next steps' messages are in the outbox) and before they were published.
-        self._fault = os.environ.get("FLOW_FAULT", "")
+        self._after_commit = after_commit
 
     def run(self, stop_event: threading.Event) -> None:
         """Loop until ``stop_event`` is set, then finish the batch in hand, relay, and return.
@@ -100,7 +112,7 @@ class Coordinator:
                     if timers_ran:
                         # A full pass means more is due: go again at once (after relaying).
                         outcome = self.store.run_timers(limit=RELAY_LIMIT)
-                        busy = getattr(outcome, "applied", 0) >= RELAY_LIMIT
+                        busy = outcome.applied >= RELAY_LIMIT
                         next_timers = now if busy else now + self.timer_interval
                     # The relay publishes what no batch of this loop published itself: the
                     # timers' messages, commands' (the API, the CLI: new runs also NOTIFY the
@@ -133,15 +145,14 @@ class Coordinator:
     def _start_waker(self, stop_event: threading.Event) -> threading.Thread | None:
         """On PostgreSQL, a thread that relays at once when a command (a new run) NOTIFYs
         ``flow_outbox``, so that a run's first step does not wait for this loop's next pass."""
-        engine = getattr(self.store, "engine", None)
-        if engine is None or engine.dialect.name != "postgresql":
+        if self.store.engine.dialect.name != "postgresql":
             return None
-        thread = threading.Thread(target=self._wake_relay, args=(engine, stop_event),
+        thread = threading.Thread(target=self._wake_relay, args=(self.store.engine, stop_event),
                                   name="flow-outbox-waker", daemon=True)
         thread.start()
         return thread
 
-    def _wake_relay(self, engine: Any, stop_event: threading.Event) -> None:
+    def _wake_relay(self, engine: Engine, stop_event: threading.Event) -> None:
         import select
 
         import psycopg2
@@ -178,14 +189,11 @@ class Coordinator:
 
     def _apply(self, results: list[ResultMessage]) -> None:
         outcome = self.store.apply_results(results)
-        metrics.observe_batch(results, getattr(outcome, "applied", len(results)), getattr(outcome, "dropped", 0))
+        metrics.observe_batch(results, outcome.applied, outcome.dropped)
         self.applied += len(results)
-        self._fresh.extend(getattr(outcome, "outbox_ids", ()))
-        # (only after a batch that re-planned a run: one of redelivered duplicates changed nothing)
-        if self._fault == "exit_before_publish" and getattr(outcome, "runs_touched", ()) and any(
-                r.status == "completed" for r in results):
-            log.error("FLOW_FAULT=exit_before_publish: exiting after commit, before publishing")
-            os._exit(70)
+        self._fresh.extend(outcome.outbox_ids)
+        if self._after_commit is not None:
+            self._after_commit(outcome, results)
 
     def _publish_fresh(self, publisher: Publisher) -> None:
         """Publish the outbox rows the last batch committed (and delete them). If this fails, the
@@ -193,11 +201,7 @@ class Coordinator:
         if not self._fresh:
             return
         ids, self._fresh = self._fresh, []
-        publish_outbox = getattr(self.store, "publish_outbox", None)
-        if publish_outbox is None:
-            self._relay(publisher)
-            return
-        publish_outbox(ids, publisher.publish_batch)
+        self.store.publish_outbox(ids, publisher.publish_batch)
 
     def _relay(self, publisher: Publisher) -> None:
         # A full batch means there may be more; a short one means the outbox is drained (other

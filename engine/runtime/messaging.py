@@ -54,13 +54,22 @@ class BrokerError(RuntimeError):
 
 
 class OutboxLike(Protocol):
-    """What the publisher needs of ``engine.store.OutboxMessage``."""
+    """What the publisher needs of ``engine.store.OutboxMessage`` (read-only, as its fields are)."""
 
-    id: Any
-    exchange: str
-    routing_key: str
-    body: str
-    headers: dict[str, Any]
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def routing_key(self) -> str: ...
+
+    @property
+    def body(self) -> str: ...
+
+    @property
+    def headers(self) -> dict[str, Any]: ...
 
 
 def _is_amqp(conn: kombu.Connection) -> bool:

@@ -144,7 +144,7 @@ def broker_queues(url: str, task_types: Iterable[str], timeout: float = 2.0) -> 
     started = time.perf_counter()
     queues: dict[str, Any] = {}
     try:
-        connection = kombu.Connection(  # type: ignore[attr-defined,no-untyped-call]
+        connection = kombu.Connection(
             url, connect_timeout=timeout, transport_options={"max_retries": 0}
         )
         with connection:

@@ -86,14 +86,14 @@ def setup_task(
     now: datetime, plan: PlanRuns,
 ) -> dict[str, Any]:
     """The values that start ``row`` (pending): waiting in ``processing``, or final."""
-    payload = row.get("payload") or {}
-    waiting = {
+    payload: dict[str, Any] = row.get("payload") or {}
+    waiting: dict[str, Any] = {
         "status": T.PROCESSING.value, "started_at": now, "lease_expires_at": None,
         "next_attempt_at": None, "updated_at": now,
     }
     kind = row["task_type"]
     if kind == SLEEP:
-        duration = payload.get("duration")
+        duration: Any = payload.get("duration")
         if not _is_seconds(duration):
             return failed_values(row, "invalid_input", f"sleep: `duration` must be a duration or a number "
                            f"of seconds >= 0, got {duration!r}", writes, now)
@@ -138,6 +138,7 @@ def _start_child(
     ctx: StoreContext, conn: Connection, run: dict[str, Any], row: dict[str, Any],
     waiting: dict[str, Any], writes: Writes, now: datetime, plan: PlanRuns,
 ) -> dict[str, Any]:
+    writes.flush_new_runs(conn)  # the child points at its parent, which may be starting now
     payload = row.get("payload") or {}
     workflow, params = payload.get("workflow"), payload.get("params")
     if not isinstance(workflow, str) or not workflow:
@@ -149,9 +150,10 @@ def _start_child(
         return failed_values(row, "invalid_input", f"subflow: more than {MAX_SUBFLOW_DEPTH} nested runs "
                        f"(does {workflow!r} start itself without end?)", writes, now)
     key = subflow_key(row)
-    child = conn.execute(select(runs).where(runs.c.idempotency_key == key)).mappings().first()
-    if child is not None:
-        child = dict(child)
+    found = conn.execute(select(runs).where(runs.c.idempotency_key == key)).mappings().first()
+    child: dict[str, Any]
+    if found is not None:
+        child = dict(found)
         queue_log(writes, row, "info", f"child run {child['id']} of {child['workflow_name']} already started",
                   now, data={"child_run_id": child["id"]})
     else:
@@ -188,10 +190,10 @@ def _child_outcome(
         queue_log(writes, row, "info", f"child run {child['id']} completed", now,
                   data={"child_run_id": child["id"]})
         return completed_values(ctx, conn, row, child.get("output"), now)
-    cause = child.get("error") or {}
+    cause: dict[str, Any] = child.get("error") or {}
     message = f"child run {child['id']} of {child['workflow_name']} ended {status}"
     if cause.get("message"):
-        message += f": {cause.get('step') + ': ' if cause.get('step') else ''}{cause['message']}"
+        message += f": {str(cause['step']) + ': ' if cause.get('step') else ''}{cause['message']}"
     return failed_values(row, str(cause.get("type") or "subflow"), message, writes, now,
                    child_run_id=child["id"], child_status=status)
 
@@ -229,10 +231,10 @@ def finish_subflow(
         tasks.c.id == task_id, tasks.c.status == T.PROCESSING.value, tasks.c.task_type == SUBFLOW,
         tasks.c.fencing_token == token,
     )
-    row = conn.execute(statement).mappings().first()
-    if row is None:  # cancelled, or already finished (a replay): nothing to do
+    found = conn.execute(statement).mappings().first()
+    if found is None:  # cancelled, or already finished (a replay): nothing to do
         return None
-    row = dict(row)
+    row = dict(found)
     return cas_task(conn, task_id, {T.PROCESSING}, _child_outcome(ctx, conn, row, child, writes, now), token)
 
 

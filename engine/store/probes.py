@@ -30,7 +30,7 @@ def ping_broker(url: str, timeout: float = 3.0) -> float:
         Exception: whatever kombu raises when the broker cannot be reached (several unrelated types).
     """
     started = time.perf_counter()
-    connection = kombu.Connection(  # type: ignore[attr-defined,no-untyped-call]
+    connection = kombu.Connection(
         url, connect_timeout=timeout, transport_options={"max_retries": 0}
     )
     with connection:

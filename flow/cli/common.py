@@ -101,6 +101,12 @@ def make_db_engine(settings: Settings, **options: Any) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+def schema_ready(settings: Settings, engine: Any, *, upgrade: bool | None = None) -> bool:
+    """``check_schema``, then True: an attempt for ``wait_for_database`` (None means stopped)."""
+    check_schema(settings, engine, upgrade=upgrade)
+    return True
+
+
 def check_schema(settings: Settings, engine: Any, *, upgrade: bool | None = None) -> None:
     """Migrate the embedded database (or when ``upgrade``), else insist on the newest schema."""
     from engine.store import db
@@ -129,8 +135,8 @@ def open_store(settings: Settings, *, upgrade: bool | None = None, pre_ping: boo
     engine = make_db_engine(settings, **({} if pre_ping else {"pool_pre_ping": False}))
     if wait is None:
         check_schema(settings, engine, upgrade=upgrade)
-    elif wait_for_database(settings, lambda: check_schema(settings, engine, upgrade=upgrade) or True,
-                           role=wait, stop=stop) is None:
+    elif wait_for_database(settings, lambda: schema_ready(settings, engine, upgrade=upgrade), role=wait,
+                           stop=stop) is None:
         return None
     return Store(engine, lease_seconds=settings.lease_seconds, max_deliveries=settings.max_deliveries)
 

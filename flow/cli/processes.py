@@ -15,10 +15,10 @@ import click
 from engine.settings import Settings, redact_url
 from flow.cli.common import (
     BUILTIN_TASK_TYPES,
-    check_schema,
     make_db_engine,
     metrics_server,
     open_store,
+    schema_ready,
     settings_from_env,
     setup_logging,
     wait_for_database,
@@ -152,7 +152,7 @@ def up(concurrency: int, no_web: bool, imports: tuple[str, ...]) -> None:
     # The web app first: while the database is unreachable, /api/ready answers 503 (not ready).
     server = None if no_web else _start_web(threads, settings, store, served)
     try:
-        if wait_for_database(settings, lambda: check_schema(settings, engine, upgrade=True) or True,
+        if wait_for_database(settings, lambda: schema_ready(settings, engine, upgrade=True),
                              role="flow up", stop=threads.stop) is not None:
             start_engine(threads, settings, store, concurrency=concurrency, grace=30.0, step_types=step_types)
             _start_scheduler(threads, settings, store)

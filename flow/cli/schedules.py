@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from engine.settings import Settings
-from flow.cli.common import check_schema, make_db_engine, settings_from_env, wait_for_database
+from flow.cli.common import make_db_engine, schema_ready, settings_from_env, wait_for_database
 
 if TYPE_CHECKING:  # sqlalchemy loads only for the commands that use it, not for `flow check`
     from sqlalchemy import Engine
@@ -79,7 +79,7 @@ def scheduler(limit: int) -> None:
         signal.signal(signum, on_signal)
     # A database that is not up yet (a restart, compose ordering) is waited for, with a log line.
     engine = make_db_engine(settings)
-    if wait_for_database(settings, lambda: check_schema(settings, engine) or True, role="scheduler",
+    if wait_for_database(settings, lambda: schema_ready(settings, engine), role="scheduler",
                          stop=stop) is None:
         return  # stopped while waiting
     store = Store(engine, lease_seconds=settings.lease_seconds)

@@ -57,14 +57,15 @@ class LineIndex:
 
     def offset(self, position: types.Position) -> int:
         """The index into the text of an LSP position (clamped to the line and the text)."""
-        if position.line >= len(self.starts):
+        line, character = int(position.line), int(position.character)
+        if line >= len(self.starts):
             return len(self.source)
-        text = self._line_text(position.line)
+        text = self._line_text(line)
         if self.encoding == "utf-32" or text.isascii():
-            return self.starts[position.line] + min(position.character, len(text))
+            return self.starts[line] + min(character, len(text))
         units = 0
         for index, char in enumerate(text):
-            if units >= position.character:
-                return self.starts[position.line] + index
+            if units >= character:
+                return self.starts[line] + index
             units += self._units(char)
-        return self.starts[position.line] + len(text)
+        return self.starts[line] + len(text)

@@ -61,6 +61,11 @@ def flow_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())", *args]
 
 
+def faulty_coordinator_cmd(fault: str) -> list[str]:
+    """A coordinator that dies by ``fault`` (tests/faults/faulty_coordinator.py); run with cwd=ROOT."""
+    return [sys.executable, "-m", "tests.faults.faulty_coordinator", fault]
+
+
 def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout)
 
@@ -141,9 +146,14 @@ class Cluster:
             self.spawn(f"worker-{i}")
         return self
 
-    def spawn(self, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, extra_env: dict[str, str] | None = None, *,
+              fault: str | None = None) -> subprocess.Popen[bytes]:
+        """Start process ``name`` (its role is the part before ``-``); a coordinator with ``fault``
+        runs tests/faults/faulty_coordinator.py instead of ``flow coordinator``."""
         role = name.split("-")[0]
-        if role == "coordinator":
+        if role == "coordinator" and fault is not None:
+            args = faulty_coordinator_cmd(fault)
+        elif role == "coordinator":
             args = flow_cmd("coordinator")
         elif role == "worker":
             args = flow_cmd("worker", "--queues", QUEUES, "--concurrency", str(self.concurrency),

@@ -92,10 +92,10 @@ def _count_logs(c: Cluster, ids: list[str], text: str) -> int:
 
 def coordinator_exit_before_publish(runs: int = 40) -> Report:
     """Both coordinators exit right after committing a batch and before publishing its messages
-    (FLOW_FAULT=exit_before_publish); restarted healthy, they publish what the outbox kept."""
+    (tests/faults/faulty_coordinator.py exit_before_publish); restarted healthy, they publish what the outbox kept."""
     with cluster(coordinators=0, workers=2) as (c, sink):
         ids = _chain(c, sink, runs)
-        faulty = [c.spawn(f"coordinator-{i}", {"FLOW_FAULT": "exit_before_publish"}) for i in range(2)]
+        faulty = [c.spawn(f"coordinator-{i}", fault="exit_before_publish") for i in range(2)]
         codes = [p.wait(60) for p in faulty]
         import sqlalchemy as sa
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from engine.runtime.coordinator import Coordinator
 from engine.runtime.messaging import Broker
 from engine.settings import Settings
+from tests.faults.harness import faulty_coordinator_cmd
 from tests.http_sink import Sink
 
 pytestmark = pytest.mark.integration
@@ -218,7 +219,7 @@ def test_coordinator_dying_between_commit_and_publish_loses_nothing(
     sink = echo(delay=0.0)
     background.worker()
     run_ids = start_runs(store, sink.url, 20)
-    faulty = subprocess.Popen(_flow("coordinator"), env={**env, "FLOW_FAULT": "exit_before_publish"}, cwd=ROOT)
+    faulty = subprocess.Popen(faulty_coordinator_cmd("exit_before_publish"), env=env, cwd=ROOT)
     try:
         assert faulty.wait(60) == 70, "the fault hook should have killed the coordinator"
         engine = sa.create_engine(settings.database_url)

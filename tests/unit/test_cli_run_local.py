@@ -24,7 +24,7 @@ workflow double(items: list<int> = [1, 2, 3], label: string = "x") {
 @pytest.fixture
 def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A shell with nothing configured: the embedded default, its data directory in ``tmp_path``."""
-    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST", "FLOW_FAULT"):
+    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)

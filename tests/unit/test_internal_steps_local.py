@@ -31,7 +31,7 @@ workflow outer(n: int = 21) {
 
 @pytest.fixture
 def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST", "FLOW_FAULT"):
+    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)

@@ -31,7 +31,7 @@ def flow_cli() -> Any:
 @pytest.fixture
 def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Nothing configured: the embedded default, its data in ``tmp_path``, one secret set."""
-    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST", "FLOW_FAULT"):
+    for name in ("DATABASE_URL", "BROKER_URL", "DB_HOST", "RABBITMQ_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FLOW_SECRET_TOKEN", "s3cret")

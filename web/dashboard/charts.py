@@ -12,7 +12,7 @@ WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 600, 150, 40, 40, 10, 
 def _nice_max(value: int) -> int:
     for step in (1, 2, 5):
         for power in range(0, 10):
-            candidate = step * 10**power
+            candidate: int = step * 10**power
             if candidate >= value:
                 return candidate
     return value

@@ -90,7 +90,7 @@ def _convert(widget: str, text: str) -> Any:
         raise ValueError("choose true or false")
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 

@@ -62,7 +62,7 @@ def index() -> Response:
         active=active, problems=problems, statuses=STATUSES,
         workflows=[w["name"] for w in store().list_workflows()] if not is_htmx() else [],
         live=any(r["status"] in LIVE_RUN for r in result["runs"]),
-        self_url=url_for(".index", **active, **({"cursor": cursor} if cursor else {})),
+        self_url=url_for(".index", **_with_cursor(active, cursor)),
     )
 
 
@@ -145,3 +145,8 @@ def approve(run_id: str, task_id: str) -> Any:
                                      item=task.get("item")),
         f"{'Approved' if approved else 'Rejected'} step {task['step']}.",
     )
+
+
+def _with_cursor(args: dict[str, str], cursor: str | None) -> dict[str, Any]:
+    """The query of this page (filters, and the cursor when paged) for ``url_for``."""
+    return {**args, "cursor": cursor} if cursor else dict(args)
