@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dsl import ast
 from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSemanticError, FlowSyntaxError, render_diagnostic
 from dsl.spec import Span, WorkflowSpec
 
@@ -28,6 +29,9 @@ class CompileResult:
     specs: list[WorkflowSpec] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     source: str = ""
+    # The syntax tree of what parsed (for editors: outline, hover, go-to-definition); None when the
+    # text was refused before parsing (too large, not UTF-8).
+    tree: ast.File | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,7 +95,7 @@ def compile_source(source: str | bytes, filename: str = "<string>", step_types: 
     specs, semantic = compile_ast(tree, as_step_types(step_types))
     diagnostics = sorted(diagnostics + semantic, key=lambda d: (d.span.line, d.span.column))
     # A workflow with errors has no spec; the others of the file still compile.
-    return CompileResult(specs, diagnostics, source)
+    return CompileResult(specs, diagnostics, source, tree)
 
 
 def compile_file(path: str | Path, step_types: Mapping[str, Any] | None = None) -> CompileResult:

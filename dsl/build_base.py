@@ -6,6 +6,7 @@ expression depth; ``BuilderBase`` opens it per thread and turns tokens and child
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ KEYWORDS = frozenset(
 )
 # Roots that share their spelling with a keyword and are still usable as names in expressions.
 KEYWORD_ROOTS = frozenset({"workflow"})
+# Words of the grammar that are keywords only where a workflow item starts: elsewhere (a step, a
+# param, a field) they are ordinary names, so they are not reserved.
+CONTEXTUAL_KEYWORDS = frozenset({"search"})
 MAX_EXPR_DEPTH = 128  # later passes recurse over expressions; this keeps them far from the limit
 
 _DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d))+")
@@ -44,6 +48,25 @@ def parse_duration(text: str) -> float | None:
     if not _DURATION.fullmatch(text):
         return None
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """``5400.0`` -> ``1h30m``: a duration as the language writes it (the inverse of ``parse_duration``).
+
+    The largest units first; a number of seconds that no duration literal gives (not a whole number
+    of milliseconds) is printed as a plain number.
+    """
+    millis = round(seconds * 1000)
+    if seconds < 0 or not math.isclose(millis, seconds * 1000, rel_tol=1e-12, abs_tol=1e-6):
+        return repr(seconds)
+    if millis == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol, Sequence
 
+from dsl.build_base import format_duration
 from engine.core import timing as timing_rules
 from engine.core.errors import NotFound
 from engine.core.timing import ScheduleError, Timing
@@ -73,6 +74,16 @@ class ScheduleInfo:
     last_fire_at: datetime | None
     upcoming: tuple[datetime, ...] = field(default=())
 
+    @property
+    def timing(self) -> str:
+        """``every 1h30m``, ``cron 0 3 * * *``, ``at 2026-01-01T00:00:00+00:00``: the timing as a .flow file writes it.
+
+        An `every` is stored in seconds (``5400.0``), which its name keeps; people read it as a duration.
+        """
+        if self.kind == "every":
+            return f"every {format_duration(float(self.expression))}"
+        return f"{self.kind} {self.expression}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -81,6 +92,7 @@ class ScheduleInfo:
             "task": self.task,
             "kind": self.kind,
             "expression": self.expression,
+            "timing": self.timing,
             "timezone": self.timezone,
             "params": self.params,
             "catchup": self.catchup,

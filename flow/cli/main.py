@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 import dsl
-from flow.cli import approve, auth, flowtest, ops, processes, python_steps, run, runs, schedules, serve, start, worker
+from flow.cli import approve, auth, flowtest, lsp, ops, processes, python_steps, run, runs, schedules, serve, start, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,7 +83,7 @@ def graph(file: str, name: str | None, fmt: str) -> None:
 
 
 # The groups of verbs, each in its own module; none of them imports this one.
-for _module in (run, start, runs, processes, schedules, auth, ops, approve, serve, worker, flowtest):
+for _module in (run, start, runs, processes, schedules, auth, ops, approve, serve, worker, flowtest, lsp):
     _module.register(main)
 main.add_command(python_steps.steps)
 

@@ -109,7 +109,7 @@ def list_schedules(as_json: bool) -> None:
         target = info.workflow_name or f"task {info.task['type'] if info.task else '?'}"
         status = "active" if info.enabled else "paused"
         upcoming = ", ".join(t.strftime("%Y-%m-%d %H:%M:%S") for t in info.upcoming) or "-"
-        click.echo(f"{info.id}  {status:6}  {target}  {info.kind} {info.expression} {info.timezone}"
+        click.echo(f"{info.id}  {status:6}  {target}  {info.timing} {info.timezone}"
                    f"  next (UTC): {upcoming}")
 
 

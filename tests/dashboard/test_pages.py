@@ -356,6 +356,14 @@ def test_schedules_show_next_fires_and_pause_resume(operator: LoggedIn) -> None:
     assert resumed.status_code == 303 and schedules.get(schedule_id).enabled is True
 
 
+def test_an_every_schedule_shows_its_duration_as_written(operator: LoggedIn) -> None:
+    from dsl.spec import Schedule
+
+    operator.app.extensions["flow"].schedules.sync_workflow("ticker", 1, [Schedule("every", every=5400.0)])
+    html = operator.get("/schedules").get_data(as_text=True)
+    assert "<code>every 1h30m</code>" in html and "5400.0</code>" not in html
+
+
 def test_approve_and_reject_a_waiting_approval_step(operator: LoggedIn) -> None:
     # Given a run waiting on an approval step
     name = unique("approve")

@@ -125,6 +125,20 @@ def test_deploy_registers_replaces_and_removes_schedules(embedded: Path) -> None
     assert removed == []
 
 
+@pytest.mark.parametrize("written", ["1s", "5m", "1h30m", "1d", "250ms"])
+def test_schedules_list_prints_an_every_as_written(embedded: Path, written: str) -> None:
+    # Given a workflow that runs every `written`, deployed
+    (embedded / "tick.flow").write_text(f"workflow tick() {{\n  schedule every {written}\n  step a: noop {{}}\n}}\n")
+    assert flow("deploy", "tick.flow").exit_code == 0
+
+    # When the schedules are listed, then the duration reads as in the source, not in seconds
+    text = flow("schedules", "list").output
+    assert f"  tick  every {written} UTC  next (UTC): " in text, text
+    (listed,) = json.loads(flow("schedules", "list", "--json").output)
+    assert listed["timing"] == f"every {written}"
+    assert float(listed["expression"]) > 0  # the stored seconds, unchanged for API clients
+
+
 APP = Path(__file__).resolve().parents[2] / "examples" / "python-app"
 
 
