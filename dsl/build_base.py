@@ -111,20 +111,20 @@ class BuilderBase:
 
     def checkpoint(self) -> int:
         """A mark of the diagnostics so far, for ``rollback`` when a parse is abandoned to be redone."""
-        return len(self._st.diagnostics)
+        return len(self._state.diagnostics)
 
     def rollback(self, mark: int) -> None:
-        del self._st.diagnostics[mark:]
+        del self._state.diagnostics[mark:]
 
     @property
-    def _st(self) -> _Parse:
+    def _state(self) -> _Parse:
         return self._local.state  # type: ignore[no-any-return]
 
     # ---- helpers ---------------------------------------------------------------------------------
 
     def _bounds(self, first: Any, last: Any) -> Span:
         """From the start of ``first`` to the end of ``last`` (tokens, nodes or (.., Span) tuples)."""
-        st = self._st
+        st = self._state
         if isinstance(first, Token):
             line, column = first.line, first.column
         else:
@@ -148,12 +148,12 @@ class BuilderBase:
         first, last = children[0], children[-1]  # a rule never starts or ends with an empty `[...]`
         return self._bounds(first, last)
 
-    def _tspan(self, tok: Token) -> Span:
-        return Span(self._st.filename, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
+    def _token_span(self, tok: Token) -> Span:
+        return Span(self._state.filename, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
 
     def _expr(self, node: NodeT, *children: Any) -> NodeT:
         """Record the depth of a new expression node; refuse trees deep enough to hurt later passes."""
-        st = self._st
+        st = self._state
         depth_of = st.depth
         depth = 1 + max((depth_of.get(id(c), 0) for c in children), default=0)
         if depth > MAX_EXPR_DEPTH:
@@ -168,8 +168,8 @@ class BuilderBase:
     def _name(self, tok: Token, what: str) -> str:
         name = str(tok)
         if name in KEYWORDS:
-            self._st.diagnostics.append(error(
-                "E107", f"`{name}` is a reserved word and cannot be used as {what}", self._tspan(tok),
+            self._state.diagnostics.append(error(
+                "E107", f"`{name}` is a reserved word and cannot be used as {what}", self._token_span(tok),
                 "help: choose another name",
             ))
         return name

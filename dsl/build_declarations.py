@@ -27,25 +27,25 @@ class DeclarationRules(BuilderBase):
                 workflows.append(child)
             else:
                 version = child
-        return ast.File(self._st.filename, version, tuple(lets), tuple(workflows))
+        return ast.File(self._state.filename, version, tuple(lets), tuple(workflows))
 
     def version(self, children: list[Any]) -> int:
         if str(children[1]) != "1":
-            self._st.diagnostics.append(error(
+            self._state.diagnostics.append(error(
                 "E108", "unsupported language version; this compiler reads `flow 1`", self._whole(children)
             ))
         return 1
 
     def let_decl(self, children: list[Any]) -> ast.Let:
         _let, tok, _eq, expr = children
-        return ast.Let(self._name(tok, "a `let` name"), expr, self._whole(children), self._tspan(tok))
+        return ast.Let(self._name(tok, "a `let` name"), expr, self._whole(children), self._token_span(tok))
 
     def workflow(self, children: list[Any]) -> ast.Workflow:
         tok = children[1]
         rest = self._nodes(children[2:])
         params = tuple(c for c in rest if isinstance(c, ast.Param))
         items = tuple(c for c in rest if not isinstance(c, ast.Param))
-        return ast.Workflow(self._name(tok, "a workflow name"), self._tspan(tok), params, items, self._whole(children))
+        return ast.Workflow(self._name(tok, "a workflow name"), self._token_span(tok), params, items, self._whole(children))
 
     def param(self, children: list[Any]) -> ast.Param:
         tok, _colon, type_ref = children[:3]
@@ -88,7 +88,7 @@ class DeclarationRules(BuilderBase):
     def step(self, children: list[Any]) -> ast.Step:
         tok, (type_name, type_loc) = children[1], children[3]
         entries = tuple(self._nodes(children[5:]))
-        return ast.Step(self._name(tok, "a step name"), self._tspan(tok), type_name, type_loc, entries, self._whole(children))
+        return ast.Step(self._name(tok, "a step name"), self._token_span(tok), type_name, type_loc, entries, self._whole(children))
 
     def step_type(self, children: list[Any]) -> tuple[str, Span]:
         return "".join(str(c) for c in children), self._whole(children)
@@ -97,10 +97,10 @@ class DeclarationRules(BuilderBase):
 
     def config(self, children: list[Any]) -> ast.Config:
         tok, value = children[0], children[2]
-        return ast.Config(str(tok), value, self._tspan(tok))
+        return ast.Config(str(tok), value, self._token_span(tok))
 
     def after(self, children: list[Any]) -> ast.After:
-        names = tuple((self._name(t, "a step name"), self._tspan(t)) for t in children[1:] if t.type == "NAME")
+        names = tuple((self._name(t, "a step name"), self._token_span(t)) for t in children[1:] if t.type == "NAME")
         return ast.After(names, self._whole(children))
 
     def when(self, children: list[Any]) -> ast.When:
@@ -111,7 +111,7 @@ class DeclarationRules(BuilderBase):
         rest = [c for c in children[5:] if isinstance(c, tuple)]
         where = next((c[1] for c in rest if c[0] == "where"), None)
         concurrency = next((c[1] for c in rest if c[0] == "concurrency"), None)
-        return ast.ForEach(self._name(var, "a loop variable"), self._tspan(var), items, where, concurrency, self._whole(children))
+        return ast.ForEach(self._name(var, "a loop variable"), self._token_span(var), items, where, concurrency, self._whole(children))
 
     def for_where(self, children: list[Any]) -> tuple[str, Any, Span]:
         return "where", children[1], self._whole(children)
@@ -143,5 +143,5 @@ class DeclarationRules(BuilderBase):
     def _text(self, node: Any) -> str:
         if isinstance(node, ast.Literal) and isinstance(node.value, str):
             return node.value
-        self._st.diagnostics.append(error("E109", "expected a plain string here, without `${...}`", node.loc))
+        self._state.diagnostics.append(error("E109", "expected a plain string here, without `${...}`", node.loc))
         return ""

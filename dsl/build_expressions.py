@@ -16,7 +16,7 @@ class ExpressionRules(BuilderBase):
     def atom(self, children: list[Any]) -> ast.Expr:
         """`( expr )`: the node of `expr`, whose parents span the parentheses too."""
         lpar, inner, rpar = children
-        st = self._st
+        st = self._state
         st.outer[id(inner)] = (lpar.line, lpar.column, rpar.end_line, rpar.end_column)
         st.keep.append(inner)
         return cast(ast.Expr, inner)
@@ -47,7 +47,7 @@ class ExpressionRules(BuilderBase):
 
     def member(self, children: list[Any]) -> ast.Expr:
         obj, _dot, key = children
-        return self._expr(ast.Member(obj, str(key), self._bounds(obj, key), self._tspan(key)), obj)
+        return self._expr(ast.Member(obj, str(key), self._bounds(obj, key), self._token_span(key)), obj)
 
     def index(self, children: list[Any]) -> ast.Expr:
         obj, _lsqb, idx, rsqb = children
@@ -58,12 +58,12 @@ class ExpressionRules(BuilderBase):
         name = str(tok)
         if name not in KEYWORD_ROOTS:
             self._name(tok, "a name")
-        return ast.Name(name, self._tspan(tok))
+        return ast.Name(name, self._token_span(tok))
 
     def call(self, children: list[Any]) -> ast.Expr:
         tok = children[0]
         args = self._nodes(children[2:])
-        return self._expr(ast.Call(str(tok), tuple(args), self._bounds(tok, children[-1]), self._tspan(tok)), *args)
+        return self._expr(ast.Call(str(tok), tuple(args), self._bounds(tok, children[-1]), self._token_span(tok)), *args)
 
     def list_(self, children: list[Any]) -> ast.Expr:
         items = self._nodes(children)
@@ -78,24 +78,24 @@ class ExpressionRules(BuilderBase):
         if tok.type in ("KEY", "NAME"):
             key = str(tok)  # any word, keywords included: JSON-shaped payloads use them as fields
         else:
-            node = self._string(tok) if tok.type == "STRING" else ast.Literal(str(tok)[1:-1], self._tspan(tok))
+            node = self._string(tok) if tok.type == "STRING" else ast.Literal(str(tok)[1:-1], self._token_span(tok))
             literal = node.value if isinstance(node, ast.Literal) else None
             if isinstance(literal, str):
                 key = literal
             else:
-                self._st.diagnostics.append(error("E109", "an object key cannot use `${...}`", self._tspan(tok)))
+                self._state.diagnostics.append(error("E109", "an object key cannot use `${...}`", self._token_span(tok)))
                 key = ""
-        entry = ast.ObjectEntry(key, value, self._tspan(tok))
-        st = self._st
+        entry = ast.ObjectEntry(key, value, self._token_span(tok))
+        st = self._state
         st.depth[id(entry)] = st.depth.get(id(value), 0)
         st.keep.append(entry)
         return entry
 
     def true(self, children: list[Any]) -> ast.Expr:
-        return ast.Literal(True, self._tspan(children[0]))
+        return ast.Literal(True, self._token_span(children[0]))
 
     def false(self, children: list[Any]) -> ast.Expr:
-        return ast.Literal(False, self._tspan(children[0]))
+        return ast.Literal(False, self._token_span(children[0]))
 
     def null(self, children: list[Any]) -> ast.Expr:
-        return ast.Literal(None, self._tspan(children[0]))
+        return ast.Literal(None, self._token_span(children[0]))

@@ -30,19 +30,19 @@ class LiteralRules(BuilderBase):
 
     def number(self, children: list[Any]) -> ast.Expr:
         tok = children[0]
-        text, loc = str(tok), self._tspan(tok)
+        text, loc = str(tok), self._token_span(tok)
         if _INT.fullmatch(text):
             return ast.Literal(int(text), loc)
         if _FLOAT.fullmatch(text):
             value = float(text)
             if math.isfinite(value):
                 return ast.Literal(value, loc)
-            self._st.diagnostics.append(error("E102", f"number `{text}` is out of range", loc))
+            self._state.diagnostics.append(error("E102", f"number `{text}` is out of range", loc))
             return ast.Literal(0, loc)
         seconds = parse_duration(text)
         if seconds is not None:
             return ast.Duration(seconds, text, loc)
-        self._st.diagnostics.append(error(
+        self._state.diagnostics.append(error(
             "E102", f"bad number or duration `{text}`", loc,
             "help: numbers look like `3`, `2.5`, `1e3`; durations like `250ms`, `30s`, `1h30m` (units ms s m h d)",
         ))
@@ -51,12 +51,12 @@ class LiteralRules(BuilderBase):
     def string(self, children: list[Any]) -> ast.Expr:
         tok = children[0]
         if tok.type == "RAW_STRING":
-            return ast.Literal(str(tok)[1:-1], self._tspan(tok))
+            return ast.Literal(str(tok)[1:-1], self._token_span(tok))
         return self._string(tok)
 
     def _string(self, tok: Token) -> ast.Expr:
         """Unescape a "..." token and parse each `${...}` inside it as an expression."""
-        raw, loc = str(tok), self._tspan(tok)
+        raw, loc = str(tok), self._token_span(tok)
         if "\\" not in raw and "$" not in raw:
             return ast.Literal(raw[1:-1], loc)
         parts: list[Any] = []
@@ -101,22 +101,22 @@ class LiteralRules(BuilderBase):
                     buf.append(chr(code))
                     return i + 1 + match.end()
         col = (tok.column or 1) + i
-        self._st.diagnostics.append(error(
-            "E105", f"unknown escape `\\{nxt}` in a string", Span(self._st.filename, tok.line or 1, col, tok.line or 1, col + 2),
+        self._state.diagnostics.append(error(
+            "E105", f"unknown escape `\\{nxt}` in a string", Span(self._state.filename, tok.line or 1, col, tok.line or 1, col + 2),
             'help: known escapes are \\n \\t \\r \\" \\\\ \\$ \\u{XXXX}; use a raw string \'...\' for backslashes',
         ))
         return i + 2
 
     def _interp(self, inner: str, tok: Token, offset: int) -> ast.Expr:
         line, column = tok.line or 1, (tok.column or 1) + offset
-        loc = Span(self._st.filename, line, column - 2, line, column + len(inner) + 1)
+        loc = Span(self._state.filename, line, column - 2, line, column + len(inner) + 1)
         if not inner.strip():
-            self._st.diagnostics.append(error("E106", "empty `${}` in a string", loc, "help: put an expression inside, or write `\\${` for the text"))
+            self._state.diagnostics.append(error("E106", "empty `${}` in a string", loc, "help: put an expression inside, or write `\\${` for the text"))
             return ast.Literal(None, loc)
         simple = _SIMPLE_PATH.fullmatch(inner)
         if simple and simple.group(1) not in KEYWORDS - KEYWORD_ROOTS:
             return self._path(simple, line, column)
-        st = self._st
+        st = self._state
         before = len(st.diagnostics)
         try:
             return st.parse_expr(inner, line, column)  # type: ignore[no-any-return]
@@ -132,12 +132,12 @@ class LiteralRules(BuilderBase):
     def _path(self, match: re.Match[str], line: int, column: int) -> ast.Expr:
         """`${a.b.c}` without a second parse: most interpolations are such paths."""
         start = column + match.start(1)
-        node: ast.Expr = ast.Name(match.group(1), Span(self._st.filename, line, start, line, start + len(match.group(1))))
+        node: ast.Expr = ast.Name(match.group(1), Span(self._state.filename, line, start, line, start + len(match.group(1))))
         pos = start + len(match.group(1))
         for key in match.group(2).split(".")[1:]:
-            key_loc = Span(self._st.filename, line, pos + 1, line, pos + 1 + len(key))
+            key_loc = Span(self._state.filename, line, pos + 1, line, pos + 1 + len(key))
             pos = key_loc.end_column
-            node = self._expr(ast.Member(node, key, Span(self._st.filename, line, start, line, pos), key_loc), node)
+            node = self._expr(ast.Member(node, key, Span(self._state.filename, line, start, line, pos), key_loc), node)
         return node
 
 

@@ -7,11 +7,11 @@ their keyword callbacks) and the rule callbacks lark built for the AST builder; 
 from one child is that child, without a call.
 
 It handles well-formed input only. On any input it cannot take (a character no terminal matches, a
-token the state does not expect) it raises ``Miss``, and the caller parses the text again with
+token the state does not expect) it raises ``NeedsLark``, and the caller parses the text again with
 lark, which raises the exception that the parser translates into words. ``tests/unit/test_parser.py``
 checks that both give the same AST and the same errors.
 
-``make`` returns ``None`` when lark's internals are not what this module expects (another lark
+``fast_parser`` returns ``None`` when lark's internals are not what this module expects (another lark
 version): the parser then always uses lark.
 """
 
@@ -24,11 +24,11 @@ from lark import Lark, Token
 Parse = Callable[[str, str], Any]  # (text, start rule) -> the value of the start rule
 
 
-class Miss(Exception):
+class NeedsLark(Exception):
     """The fast path cannot parse this text; lark must (and will report why)."""
 
 
-def make(lark: Lark) -> Parse | None:
+def fast_parser(lark: Lark) -> Parse | None:
     """The fast ``parse(text, start)`` of a LALR ``lark`` with the contextual lexer, or ``None``."""
     try:
         from lark.parsers.lalr_analysis import Shift
@@ -79,7 +79,7 @@ def _parser(states: Any, lexers: dict[Any, tuple[Any, ...]], rules: dict[int, tu
                     if match:
                         break
                 else:
-                    raise Miss
+                    raise NeedsLark
                 value, type_, end = match.group(0), match.lastgroup, match.end()
                 end_line, end_line_start = line, line_start
                 if type_ in newline_types:
@@ -103,11 +103,11 @@ def _parser(states: Any, lexers: dict[Any, tuple[Any, ...]], rules: dict[int, tu
             while True:
                 entry = states[state_stack[-1]].get(ttype)
                 if entry is None:
-                    raise Miss
+                    raise NeedsLark
                 action, arg = entry
                 if action is shift:
                     if at_end:
-                        raise Miss
+                        raise NeedsLark
                     state_stack.append(arg)
                     value_stack.append(tok)
                     break

@@ -36,7 +36,7 @@ _LARK = Lark(
     transformer=_BUILDER,
     start=["start", "expr"],
 )
-_FAST = lalr.make(_LARK)  # the same parse, faster; lark itself for what it cannot take (errors)
+_FAST = lalr.fast_parser(_LARK)  # the same parse, faster; lark itself for what it cannot take (errors)
 
 # Words for terminals, so that users never see lark's names (RBRACE, KEY, $END ...).
 _WORDS: dict[str, str] = {
@@ -188,7 +188,7 @@ def _parse_tree(text: str, filename: str, start: str) -> Any:
         mark = _BUILDER.checkpoint()
         try:
             return _FAST(text, start)
-        except lalr.Miss:
+        except lalr.NeedsLark:
             _BUILDER.rollback(mark)  # lark parses it again, to say what is wrong
     try:
         return _LARK.parse(text, start=start)

@@ -1,6 +1,6 @@
 """One frozen settings object built from the environment (see the README's configuration table).
 
-``DATABASE_URL`` and ``BROKER_URL`` win; else the seed's variables (``DB_HOST`` ..., ``RABBITMQ_HOST``
+``DATABASE_URL`` and ``BROKER_URL`` win; else the task API's variables (``DB_HOST`` ..., ``RABBITMQ_HOST``
 ...) build the URLs; with neither, the embedded default: SQLite in a local file and kombu's in-memory
 transport, so that ``flow run`` works on a machine with nothing installed.
 """

@@ -128,7 +128,7 @@ def decode(text: str) -> Any:
 
 def deploy(path_or_source: str | os.PathLike[str], filename: str | None = None,
            step_types: Mapping[str, Any] | None = None) -> Call:
-    """``POST /api/workflows`` with a ``.flow`` file's source (or the seed's ``.json`` definition).
+    """``POST /api/workflows`` with a ``.flow`` file's source (or the task API's ``.json`` definition).
 
     A ``Path`` (or any path-like) is read. A string is a path when it is a single line naming an
     existing file, or one ending in ``.flow``/``.json`` (then a missing file is an error rather than

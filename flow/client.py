@@ -134,7 +134,7 @@ class Client:
 
     def deploy(self, path_or_source: str | os.PathLike[str], *, filename: str | None = None,
                step_types: Any = None) -> list[DeployedVersion]:
-        """Deploy the workflows of a ``.flow`` file (or source text, or a seed ``.json`` definition).
+        """Deploy the workflows of a ``.flow`` file (or source text, or a ``.json`` definition of the task API).
 
         Deploying unchanged source stores nothing and answers the existing versions
         (``created`` False). The schedules the source declares are registered.

@@ -1,4 +1,4 @@
-"""Compensate one task (the seed's ``POST /api/task/<id>/compensate``).
+"""Compensate one task (the task API's ``POST /api/task/<id>/compensate``).
 
 A task of a run compensates its whole run: the saga undoes the completed steps in reverse order
 (``runs.compensate_run``). A standalone task has no declared undo, so the caller gives one,

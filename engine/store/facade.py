@@ -92,7 +92,7 @@ class Store:
         return versions.deploy(self._ctx, source, filename, step_types)
 
     def deploy_seed(self, definition: Mapping[str, Any]) -> DeployedVersion:
-        """Store a seed JSON definition as a workflow version (same definition: same version)."""
+        """Store a JSON definition (the task API's) as a workflow version (same definition: same version)."""
         return versions.deploy_seed(self._ctx, definition)
 
     # --- commands -------------------------------------------------------------------------------

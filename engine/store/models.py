@@ -189,7 +189,7 @@ class Task(Base):
     output: Mapped[Any | None] = mapped_column(JsonType)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     finished_seq: Mapped[int | None] = mapped_column(BigInteger)
-    # A client's idempotency key for a standalone task (the seed's POST /api/task); the key of an
+    # A client's idempotency key for a standalone task (the task API's POST /api/task); the key of an
     # attempt sent to workers is derived, f"{id}:{attempt}", and never stored.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -257,7 +257,7 @@ class Schedule(Base):
     expression: Mapped[str] = mapped_column(String(NAME_LENGTH))
     timezone: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    # What a fire starts when it is not a workflow run (the seed's scheduled standalone tasks).
+    # What a fire starts when it is not a workflow run (the task API's scheduled standalone tasks).
     task: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     catchup: Mapped[bool] = mapped_column(Boolean)
     enabled: Mapped[bool] = mapped_column(Boolean)

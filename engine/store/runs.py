@@ -41,7 +41,7 @@ def create_task(
     run_at: datetime | float | str | None = None,
     idempotency_key: str | None = None,
 ) -> str:
-    """A standalone task (the seed's ``POST /api/task``): ``pending`` with its message, or
+    """A standalone task (the task API's ``POST /api/task``): ``pending`` with its message, or
     ``retrying`` until ``run_at`` (the timer pass dispatches it then)."""
     if max_attempts < 1:
         raise InvalidParams([f"max_attempts must be at least 1, got {max_attempts}"])

@@ -18,7 +18,7 @@ class StoreLauncher:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        # The seed's standalone tasks may be created without a key by older stores; then a
+        # The task API's standalone tasks may be created without a key by older stores; then a
         # scheduler killed between creating the task and recording the fire can start it twice.
         self._task_keys = "idempotency_key" in inspect.signature(store.create_task).parameters
 

@@ -108,7 +108,7 @@ class ScheduleStore:
         return ids
 
     def create_scheduled_task(self, task_type: str, payload: dict[str, Any], run_at: datetime | str) -> str:
-        """A one-off task started at ``run_at`` (the seed's scheduled task); returns the schedule id."""
+        """A one-off task started at ``run_at`` (the task API's scheduled task); returns the schedule id."""
         at = timing_rules.parse_at(run_at) if isinstance(run_at, str) else as_utc(run_at)
         with self.engine.begin() as conn:
             return _insert(conn, self.now(), name=f"task:{uuid.uuid4()}", workflow_name=None,
@@ -119,7 +119,7 @@ class ScheduleStore:
     def create_recurring_task(
         self, task_type: str, payload: dict[str, Any], cron: str, timezone_name: str = "UTC"
     ) -> str:
-        """A task started on each fire of ``cron`` in ``timezone_name`` (the seed's recurring task)."""
+        """A task started on each fire of ``cron`` in ``timezone_name`` (the task API's recurring task)."""
         with self.engine.begin() as conn:
             return _insert(conn, self.now(), name=f"task:{uuid.uuid4()}", workflow_name=None,
                            task={"type": task_type, "payload": payload}, kind="cron",
@@ -141,7 +141,7 @@ class ScheduleStore:
         return infos
 
     def list_scheduled_tasks(self) -> list[ScheduleInfo]:
-        """The seed's scheduled and recurring tasks (schedules that start a task, not a run)."""
+        """The task API's scheduled and recurring tasks (schedules that start a task, not a run)."""
         return self.list_schedules(tasks_only=True)
 
     def get(self, schedule_id: str) -> ScheduleInfo:

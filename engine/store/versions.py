@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 import dsl
 from dsl.errors import ERROR, Diagnostic
-from dsl.seed import SeedDefinitionError, compile_seed
+from dsl.task_definitions import TaskDefinitionError, compile_task_definition
 from dsl.spec import Span, WorkflowSpec
 from engine.core.errors import CompileFailed, NotFound
 from engine.store.context import DeployedVersion, StoreContext, new_id, versions
@@ -35,13 +35,13 @@ def deploy(ctx: StoreContext, source: str, filename: str,
 
 
 def deploy_seed(ctx: StoreContext, definition: Mapping[str, Any]) -> DeployedVersion:
-    """Store the seed's JSON definition (``{"name", "definition": {...}}``) as a workflow version.
+    """Store the task API's JSON definition (``{"name", "definition": {...}}``) as a workflow version.
 
     Its source is the definition as canonical JSON, so re-deploying the same definition is a no-op.
     """
     try:
-        spec = compile_seed(definition)
-    except SeedDefinitionError as exc:
+        spec = compile_task_definition(definition)
+    except TaskDefinitionError as exc:
         span = Span("<seed definition>", 1, 1, 1, 1)
         raise CompileFailed([Diagnostic(ERROR, "seed", str(exc), span)], "seed definition") from None
     source = json.dumps(definition, sort_keys=True, indent=2)

@@ -121,7 +121,7 @@ def test_two_schedulers_one_killed_repeatedly_fire_each_time_exactly_once(pg) ->
     # Given: fast schedules (three workflow runs, one seed-style recurring task) and two schedulers
     ids = [store.sync_workflow(f"wf{i}", 1, [Schedule("every", every=EVERY)])[0] for i in range(SCHEDULES - 1)]
     ids.append(store.sync_workflow("wf_task", 1, [Schedule("every", every=EVERY)])[0])
-    with engine.begin() as conn:  # the last one starts a standalone task, like the seed's recurring task
+    with engine.begin() as conn:  # the last one starts a standalone task, like the task API's recurring task
         conn.execute(text("UPDATE schedules SET task = CAST(:t AS jsonb) WHERE id = :i"),
                      {"t": '{"type": "noop", "payload": {}}', "i": ids[-1]})
     victim, survivor = _spawn(url, schema), _spawn(url, schema)

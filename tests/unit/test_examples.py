@@ -13,7 +13,7 @@ import pytest
 from dsl import compile_source
 from dsl.evaluator import call_lambda, describe, evaluate, is_deferred, resolve
 from dsl.graph import render
-from dsl.seed import compile_seed
+from dsl.task_definitions import compile_task_definition
 from dsl.spec import StepSpec, WorkflowSpec
 
 WORKFLOWS = Path(__file__).parents[2] / "workflows"
@@ -99,7 +99,7 @@ def test_saga_matches_the_reference_dag() -> None:
 
 
 def test_seed_json_and_flow_versions_have_the_same_shape() -> None:
-    seed = compile_seed(json.loads((WORKFLOWS / "order_processing.json").read_text()))
+    seed = compile_task_definition(json.loads((WORKFLOWS / "order_processing.json").read_text()))
     (flow,) = compiled(WORKFLOWS / "order_processing.flow")
     assert [s.task_type for s in seed.steps] == [s.task_type for s in flow.steps]
     assert [len(s.depends_on) for s in seed.steps] == [len(s.depends_on) for s in flow.steps]

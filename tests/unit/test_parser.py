@@ -179,7 +179,7 @@ def _both_ways(text: str):
         with parser._BUILDER.session("t.flow", parse_expr) as state:
             try:
                 tree = parser._FAST(text, "start") if use_fast else parser._LARK.parse(text, start="start")
-            except lalr.Miss:
+            except lalr.NeedsLark:
                 tree = "miss"
             except Exception as exc:  # lark's own errors, compared by class
                 tree = type(exc).__name__

@@ -1,4 +1,4 @@
-"""The seed's queue-manager endpoints: task counts by status, and whether Flow is overloaded.
+"""The task API's queue-manager endpoints: task counts by status, and whether Flow is overloaded.
 
 **Overloaded** means either
 - the backlog, tasks ``pending`` or ``retrying``, is at least ``FLOW_OVERLOAD_PENDING`` (default

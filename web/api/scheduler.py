@@ -1,4 +1,4 @@
-"""The seed's scheduler endpoints: one-off scheduled tasks and recurring (cron) tasks.
+"""The task API's scheduler endpoints: one-off scheduled tasks and recurring (cron) tasks.
 
 Both are schedules (``engine.store.schedules``) that start a standalone task when they fire; the
 scheduler process fires them, at most once per fire time.

@@ -36,7 +36,7 @@ CREATE_TASK: Schema = {
         "payload": PAYLOAD,
         "max_attempts": MAX_ATTEMPTS,
         "maxRetries": {"type": "integer", "minimum": 0, "maximum": 99,
-                       "description": "The seed's spelling: retries after the first attempt."},
+                       "description": "The task API's spelling: retries after the first attempt."},
     },
     "examples": [{"type": "http_request", "payload": {"method": "POST", "url": "https://api.example.com/webhook"}}],
 }
@@ -107,7 +107,7 @@ DEPLOY_WORKFLOW: Schema = {
             "not": {"required": ["source"]},
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "definition": {"type": "object", "description": "The seed's {initialTask, transitions}."},
+                "definition": {"type": "object", "description": "The task API's {initialTask, transitions}."},
             },
         },
     ],

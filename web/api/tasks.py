@@ -1,4 +1,4 @@
-"""The seed's task endpoints: create a standalone task, read it, retry it, compensate it."""
+"""The task API's task endpoints: create a standalone task, read it, retry it, compensate it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ TASK_ERRORS = {404: ("No such task", "Error")}
 
 
 def task_document(task_id: str) -> dict[str, Any]:
-    """The task as the API shows it: the store's view plus the seed's ``type`` field."""
+    """The task as the API shows it: the store's view plus the task API's ``type`` field."""
     document = plain(store().get_task(task_id))
     if isinstance(document, dict) and "type" not in document and "task_type" in document:
         document["type"] = document["task_type"]
@@ -28,7 +28,7 @@ def task_document(task_id: str) -> dict[str, Any]:
 
 
 def max_attempts(body: dict[str, Any]) -> int:
-    """``max_attempts``, or the seed's ``maxRetries`` + 1, or 3."""
+    """``max_attempts``, or the task API's ``maxRetries`` + 1, or 3."""
     if "max_attempts" in body:
         return int(body["max_attempts"])
     if "maxRetries" in body:
@@ -38,7 +38,7 @@ def max_attempts(body: dict[str, Any]) -> int:
 
 @bp.post("")
 @operation(
-    "Create a standalone task (the seed's body)",
+    "Create a standalone task (the task API's body)",
     tag="tasks", role="operator", body="CreateTask",
     headers={IDEMPOTENCY_HEADER: "Repeat a create safely: the same key gives back the same task."},
     responses={201: ("The new task, pending", "Task"), 400: ("Malformed body", "Error")},

@@ -1,4 +1,4 @@
-"""Workflows: deploy (``.flow`` source or the seed's JSON definition), check, list, versions, graph."""
+"""Workflows: deploy (``.flow`` source or the task API's JSON definition), check, list, versions, graph."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ NOT_FOUND = {404: ("No such workflow or version", "Error")}
 
 @bp.post("")
 @operation(
-    "Deploy workflows: `.flow` source, or the seed's {name, definition}",
+    "Deploy workflows: `.flow` source, or the task API's {name, definition}",
     tag="workflows", role="admin", body="DeployWorkflow", text_body=True,
     responses={201: ("The stored versions (an unchanged source keeps its version)", "Deployed"),
                400: ("Malformed body", "Error"), 422: ("The source does not compile", "Error")},

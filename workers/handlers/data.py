@@ -32,7 +32,7 @@ def handle(task: TaskContext) -> Any:
     operation = payload.get("operation")
     run = OPERATIONS.get(operation) if isinstance(operation, str) else None
     if run is None:
-        # The seed's free-form tasks ({"operation": "process_order", ...}) land here: say what exists.
+        # The task API's free-form tasks ({"operation": "process_order", ...}) land here: say what exists.
         raise InvalidInput(
             f"data_processing: unknown operation {operation!r}; "
             f"known operations: {', '.join(OPERATIONS)}",

@@ -1,4 +1,4 @@
-"""The seed's JSON workflow definitions compile to specs."""
+"""The task API's JSON workflow definitions compile to specs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from dsl.seed import SeedDefinitionError, compile_seed
+from dsl.task_definitions import TaskDefinitionError, compile_task_definition
 from dsl.spec import Retry, WorkflowSpec
 
-# The "Order Processing Workflow" of the seed's README, verbatim.
+# The "Order Processing Workflow" of the original task API's README, verbatim.
 ORDER_PROCESSING: dict[str, Any] = {
     "name": "Order Processing Workflow",
     "definition": {
@@ -28,7 +28,7 @@ ORDER_PROCESSING: dict[str, Any] = {
 
 
 def test_order_processing_example() -> None:
-    spec = compile_seed(ORDER_PROCESSING)
+    spec = compile_task_definition(ORDER_PROCESSING)
 
     assert spec.name == "Order Processing Workflow"
     assert [s.name for s in spec.steps] == ["http_request", "data_processing"]
@@ -50,7 +50,7 @@ def test_the_shipped_json_example_is_the_readme_example() -> None:
 
 
 def test_spec_survives_json() -> None:
-    spec = compile_seed(ORDER_PROCESSING)
+    spec = compile_task_definition(ORDER_PROCESSING)
     assert WorkflowSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
 
 
@@ -66,7 +66,7 @@ def test_longer_chain_with_compensation_and_retries() -> None:
             },
         },
     }
-    spec = compile_seed(definition)
+    spec = compile_task_definition(definition)
     assert [(s.name, s.depends_on) for s in spec.steps] == [
         ("http_request", ()),
         ("data_processing", ("http_request",)),
@@ -77,7 +77,7 @@ def test_longer_chain_with_compensation_and_retries() -> None:
 
 
 def test_a_single_task_without_transitions() -> None:
-    spec = compile_seed({"name": "one", "definition": {"initialTask": {"type": "data_processing"}}})
+    spec = compile_task_definition({"name": "one", "definition": {"initialTask": {"type": "data_processing"}}})
     assert [(s.name, s.config) for s in spec.steps] == [("data_processing", {})]
 
 
@@ -92,8 +92,8 @@ def test_cycles_are_errors_naming_the_transition() -> None:
             },
         },
     }
-    with pytest.raises(SeedDefinitionError) as info:
-        compile_seed(definition)
+    with pytest.raises(TaskDefinitionError) as info:
+        compile_task_definition(definition)
     assert info.value.path == "$.definition.transitions.http_request"
     assert "http_request -> data_processing -> http_request" in str(info.value)
 
@@ -126,8 +126,8 @@ def _broken(edit: Any) -> dict[str, Any]:
     ],
 )
 def test_invalid_definitions_name_the_json_path(definition: Any, path: str, words: str) -> None:
-    with pytest.raises(SeedDefinitionError) as info:
-        compile_seed(definition)
+    with pytest.raises(TaskDefinitionError) as info:
+        compile_task_definition(definition)
     assert info.value.path == path
     assert words in str(info.value)
     assert str(info.value).startswith(f"{path}: ")

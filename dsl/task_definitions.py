@@ -1,8 +1,9 @@
-"""Compile the seed's JSON workflow definitions (``initialTask`` + ``transitions``) to a spec.
+"""Compile the task API's JSON workflow definitions (``initialTask`` + ``transitions``) to a spec.
 
 ``initialTask`` is the first step; ``transitions["<task type>"]`` is the task that runs after the
 step of that task type. The chain is followed from the initial task, so a definition is one linear
-sequence of steps. Transitions that the chain never reaches are ignored, as the seed ignored them.
+sequence of steps. Transitions that the chain never reaches are ignored, as the original task API
+ignored them.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ SEED_SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SEED_SCHEMA)
 
 
-class SeedDefinitionError(ValueError):
-    """A seed workflow definition is invalid; the message names the JSON path of the problem."""
+class TaskDefinitionError(ValueError):
+    """A JSON workflow definition (the task API's) is invalid; the message names the JSON path of the problem."""
 
     def __init__(self, message: str, path: str = "$") -> None:
         super().__init__(f"{path}: {message}")
@@ -70,7 +71,7 @@ def _path(parts: Any) -> str:
 def _validate(definition: Any) -> None:
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(definition))
     if error is not None:
-        raise SeedDefinitionError(error.message, _path(error.absolute_path))
+        raise TaskDefinitionError(error.message, _path(error.absolute_path))
 
 
 def _lit(value: Any) -> dict[str, Any]:
@@ -84,15 +85,15 @@ def _step(task: Mapping[str, Any], name: str, after: str | None, path: str) -> S
     if task_type == "http_request":
         unknown = sorted(set(payload) - set(HTTP_KEYS))
         if unknown:
-            raise SeedDefinitionError(
+            raise TaskDefinitionError(
                 f"unknown http_request payload key {unknown[0]!r}; the keys are {', '.join(HTTP_KEYS)}",
                 f"{path}.payload",
             )
         if not isinstance(payload.get("url"), str) or not payload["url"]:
-            raise SeedDefinitionError("an http_request task needs a 'url' string", f"{path}.payload")
+            raise TaskDefinitionError("an http_request task needs a 'url' string", f"{path}.payload")
         step_type = "http"
     else:
-        # data_processing, compensation or any other seed task type: the free-form payload
+        # data_processing, compensation or any other task type of the task API: the free-form payload
         # (e.g. {"operation": "process_order"}) goes to the worker as it was given.
         step_type = task_type
     return StepSpec(
@@ -105,11 +106,11 @@ def _step(task: Mapping[str, Any], name: str, after: str | None, path: str) -> S
     )
 
 
-def compile_seed(definition: Mapping[str, Any]) -> WorkflowSpec:
-    """Compile a seed definition ``{"name", "definition": {"initialTask", "transitions"}}``.
+def compile_task_definition(definition: Mapping[str, Any]) -> WorkflowSpec:
+    """Compile a JSON definition of the task API ``{"name", "definition": {"initialTask", "transitions"}}``.
 
     Raises:
-        SeedDefinitionError: the definition does not match the seed's format, an http task lacks
+        TaskDefinitionError: the definition does not match the task API's format, an http task lacks
             a url, or the transitions loop back to a task type already run.
     """
     _validate(definition)
@@ -129,7 +130,7 @@ def compile_seed(definition: Mapping[str, Any]) -> WorkflowSpec:
             break
         if task_type in followed:
             loop = " -> ".join([*followed[followed.index(task_type):], task_type])
-            raise SeedDefinitionError(
+            raise TaskDefinitionError(
                 f"the transitions loop back ({loop}); a workflow definition must end",
                 _path(["definition", "transitions", task_type]),
             )
