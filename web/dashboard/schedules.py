@@ -9,6 +9,7 @@ from flask import Blueprint, Response, flash, redirect, url_for
 
 from engine.store.schedule_values import ScheduleNotFound
 from web.api.context import services
+from web.audit import note_failure
 from web.dashboard.render import is_htmx, page
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
@@ -30,6 +31,7 @@ def _act(action: Callable[[], None], done: str) -> Any:
         notice = {"kind": "ok", "text": done}
     except ScheduleNotFound as exc:
         status, notice = 404, {"kind": "error", "text": str(exc)}
+        note_failure(notice["text"])
     if not is_htmx():
         flash(notice["text"], notice["kind"])
         return redirect(url_for(".index"), 303)
