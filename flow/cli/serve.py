@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 import click
 
@@ -51,12 +52,17 @@ def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
     if dev:
         app.run(host=host, port=port, debug=True)
         return
-    from waitress import serve as waitress_serve
+    from waitress.server import create_server
 
+    from web.wire_errors import JsonErrorChannel
+
+    server: Any = create_server(app, host=host, port=port, threads=threads,
+                                max_request_body_size=2 * 1024 * 1024, ident="flow")
+    # waitress's own refusals (a body past max_request_body_size) in the API's JSON envelope.
+    server.channel_class = JsonErrorChannel
     click.echo(f"flow serve: listening on http://{host}:{port} (API under /api)", err=True)
     _stop_on_sigterm()
-    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=2 * 1024 * 1024,
-                   ident="flow")
+    server.run()
 
 
 def _check_database(settings: Settings) -> None:
