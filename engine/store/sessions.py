@@ -64,12 +64,12 @@ def verdict(row: Any, now: datetime, policy: SessionPolicy) -> str | None:
 
     Pure: the caller reads the row and acts on the answer.
     """
-    if row["ended_at"] is not None:
-        return "You were logged out."
     if row["disabled"]:
         return "Your account was disabled."
     if row["user_role"] != row["role"]:
         return f"Your role changed to {row['user_role']}; log in again to use it."
+    if row["ended_at"] is not None:
+        return "Your session was ended (a logout, a new password, or an admin); log in again."
     created, seen = aware(row["created_at"]), aware(row["last_seen_at"])
     assert created is not None and seen is not None
     if now - created >= policy.lifetime:

@@ -64,13 +64,15 @@ def identify(token: str) -> TokenIdentity | None:
 
 
 def _refuse_unknown_token() -> ApiError:
-    """Count the wrong token against the client's address; 429 once past the limit, else 401."""
+    """401 for a wrong token, counted against the client's address; 429 once the address is past
+    the limit."""
     access = services().store.access
     policy = throttle_policy()
     address = client_address()
-    access.record_failure(policy, kind="token", username=None, client_address=address)
     wait = access.retry_after(policy, username=None, client_address=address)
-    if wait is not None:
+    if wait is None:
+        access.record_failure(policy, kind="token", username=None, client_address=address)
+    else:  # already held back: not counted again, so that a flood does not grow the table
         return ApiError(429, "too_many_requests",
                         f"Too many wrong tokens from {address}; try again in {int(wait)} seconds.",
                         {"retry_after": int(wait)}, headers={"Retry-After": str(int(wait))})

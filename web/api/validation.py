@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from flask import request
 from jsonschema import Draft202012Validator
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from web.api.errors import ApiError
 
@@ -49,9 +50,17 @@ def raw_body() -> bytes:
     cached = request.environ.get("flow.raw_body")
     if cached is not None:
         return bytes(cached)
-    data = request.stream.read(MAX_BODY_BYTES + 1)
+    too_large = ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.")
+    try:
+        data = request.stream.read(MAX_BODY_BYTES + 1)
+        # werkzeug's stream stops at MAX_CONTENT_LENGTH without an error for a chunked body; one
+        # more read tells whether the body goes on (then it raises RequestEntityTooLarge).
+        if len(data) >= MAX_BODY_BYTES and request.stream.read(1):
+            raise too_large
+    except RequestEntityTooLarge:
+        raise too_large from None
     if len(data) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.")
+        raise too_large
     request.environ["flow.raw_body"] = data
     return data
 
