@@ -20,7 +20,16 @@ def fresh_address() -> str:
 
 
 def client_from_new_address(app: Flask) -> FlaskClient:
-    """``app.test_client()`` whose requests come from a fresh address."""
+    """A test client of ``app`` whose requests come from a fresh address (whatever
+    ``app.test_client_class`` is)."""
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = fresh_address()
     return client
+
+
+class FreshAddressClient(FlaskClient):
+    """A Flask test client whose requests come from an address of its own (see ``tests/conftest.py``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.environ_base["REMOTE_ADDR"] = fresh_address()
