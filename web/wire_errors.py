@@ -68,3 +68,13 @@ class JsonErrorChannel(HTTPChannel):
     """A waitress channel whose refusals are ``JsonErrorTask``s."""
 
     error_task_class = JsonErrorTask
+
+
+def waitress_server(app: Any, **options: Any) -> Any:
+    """A waitress server for ``app`` (``waitress.server.create_server`` options) whose refusals are
+    JSON; ``run()`` serves until KeyboardInterrupt."""
+    from waitress.server import create_server
+
+    server = create_server(app, **options)
+    server.channel_class = JsonErrorChannel
+    return server

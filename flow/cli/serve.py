@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
 import click
 
@@ -52,14 +51,11 @@ def serve(host: str | None, port: int | None, threads: int, dev: bool) -> None:
     if dev:
         app.run(host=host, port=port, debug=True)
         return
-    from waitress.server import create_server
+    from web.wire_errors import waitress_server
 
-    from web.wire_errors import JsonErrorChannel
-
-    server: Any = create_server(app, host=host, port=port, threads=threads,
-                                max_request_body_size=2 * 1024 * 1024, ident="flow")
-    # waitress's own refusals (a body past max_request_body_size) in the API's JSON envelope.
-    server.channel_class = JsonErrorChannel
+    # waitress's own refusals (a body past max_request_body_size) come in the API's JSON envelope.
+    server = waitress_server(app, host=host, port=port, threads=threads,
+                             max_request_body_size=2 * 1024 * 1024, ident="flow")
     click.echo(f"flow serve: listening on http://{host}:{port} (API under /api)", err=True)
     _stop_on_sigterm()
     server.run()

@@ -491,3 +491,26 @@ def test_the_servers_own_refusals_are_json(served: Served) -> None:
                                  + b"X-Big: " + b"b" * 100_000 + b"\r\nConnection: close\r\n\r\n")
     assert status == 431 and headers["content-type"] == "application/json"
     assert body["error"]["code"] == "headers_too_large"
+
+
+def test_waitress_refuses_a_large_body_in_json(tmp_path: Path) -> None:
+    """``flow serve``'s server, with its limit of 2 MiB: the refusal is the API's envelope."""
+    from web.wire_errors import waitress_server
+
+    config = Settings(database_url=f"sqlite:///{tmp_path / 'flow.db'}", broker_url="memory://", secret_key="k")
+    app = create_app({"TESTING": False}, settings=config)
+    server = waitress_server(app, host="127.0.0.1", port=0, threads=2, max_request_body_size=2 * 1024 * 1024,
+                             ident="flow")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        port = server.socket.getsockname()[1]
+        response = httpx.post(f"http://127.0.0.1:{port}/api/task", content=b"x" * (3 * 1024 * 1024),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == "payload_too_large"
+    finally:
+        server.close()
+        thread.join(10)
+        app.extensions["flow"].db.dispose()
