@@ -80,6 +80,12 @@ def note_failure(message: str) -> None:
     g.flow_action_failure = message
 
 
+def note_refusal(message: str) -> None:
+    """The request was turned away although it answers 3xx (the dashboard's redirect to the login
+    page): the audit row says refused, with ``message``."""
+    g.flow_action_refusal = message
+
+
 def record_action(action: str, outcome: str, *, actor_name: str | None = None, target: str | None = None,
                   run_id: str | None = None, status: int | None = None, detail: str | None = None) -> None:
     """Write one audit row for the current request. A failure to write is logged, not raised: the
@@ -94,6 +100,8 @@ def record_action(action: str, outcome: str, *, actor_name: str | None = None, t
 
 
 def _outcome(status: int) -> str:
+    if g.get("flow_action_refusal"):
+        return "refused"
     if status < 400:
         return "failed" if g.get("flow_action_failure") else "ok"
     return "refused" if status in REFUSED_STATUSES else "failed"
@@ -127,8 +135,8 @@ def record_response(response: Response) -> Response:
     if action is None or request.method in ("GET", "HEAD", "OPTIONS"):
         return response
     target, run_id = _target(action, response)
-    failure = g.get("flow_action_failure")
-    detail = failure or (_error_message(response) if response.status_code >= 400 else None)
+    noted = g.get("flow_action_refusal") or g.get("flow_action_failure")
+    detail = noted or (_error_message(response) if response.status_code >= 400 else None)
     record_action(action, _outcome(response.status_code), target=target, run_id=run_id,
                   status=response.status_code, detail=detail)
     return response

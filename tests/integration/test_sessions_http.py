@@ -234,6 +234,19 @@ def test_an_open_session_is_refused_on_its_next_request(served: Served, change: 
     assert client.get("/runs", headers={"HX-Request": "true"}).status_code == 401
 
 
+def test_an_action_without_a_session_is_refused_and_audited(served: Served) -> None:
+    name = f"echo_{uuid.uuid4().hex[:8]}"
+    served.store.deploy(ECHO.format(name=name), "echo.flow")
+    run_id = served.store.start_run(name, {"who": "x"})
+    client = served.client()
+    csrf = csrf_of(client.get("/login").text)
+    response = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["location"].startswith("/login")
+    assert served.store.get_run(run_id)["status"] != "cancelled"
+    (event,) = admin_api(served, "/api/audit", run_id=run_id)["events"]
+    assert (event["actor"], event["action"], event["outcome"]) == ("anonymous", "run.cancel", "refused")
+
+
 def test_logout_ends_the_session_on_the_server(served: Served) -> None:
     client = served.client()
     log_in(client, served.user())

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from engine.core.errors import Conflict, IllegalTransition, InvalidParams, NotFound
 from engine.store.sessions import ActiveSession
 from web.api.context import store
-from web.audit import client_address, set_actor
+from web.audit import client_address, note_refusal, set_actor
 from web.security_policy import session_policy
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -129,6 +129,7 @@ def require_login() -> Response | None:
         return None
     if refused:
         flash(refused, "error")
+    note_refusal(refused or "not logged in")
     target = url_for("dashboard.auth.login", next=request.full_path if request.method == "GET" else None)
     if request.headers.get("HX-Request"):
         response = Response(status=401)
