@@ -33,19 +33,30 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psycopg2
 
+from bench.api_clients import run_clients, split
 from bench.workflows import SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 AMQP = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 TERMINAL = ("completed", "failed", "cancelled", "compensated", "compensation_failed")
+# The `flow` command.
+FLOW_CMD = [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,16 @@ class Sizes:
     w4: int
     raw_messages: int
     raw_commits: int
+    # Through the HTTP API (and Celery's client): the client process counts, and the sizes.
+    api_clients: tuple[int, ...] = (1, 16)
+    api_w1: int = 10_000
+    api_w2: int = 500
+    api_w4: int = 200
 
 
 FULL = Sizes(w1=10_000, w2=500, w3_times=20, w3_width=100, w4=200, raw_messages=20_000, raw_commits=3_000)
-QUICK = Sizes(w1=300, w2=30, w3_times=2, w3_width=20, w4=10, raw_messages=2_000, raw_commits=200)
+QUICK = Sizes(w1=300, w2=30, w3_times=2, w3_width=20, w4=10, raw_messages=2_000, raw_commits=200,
+              api_clients=(1, 4), api_w1=200, api_w2=20, api_w4=10)
 
 
 @dataclass
@@ -176,12 +193,23 @@ class FlowSystem:
         self.store = Store(create_engine(env.flow_url, poolclass=NullPool))
         for name, source in SOURCES.items():
             self.store.deploy(source, f"{name}.flow")
-        child = env.child_env(DATABASE_URL=env.flow_url, BROKER_URL=env.amqp_url)
-        flow = [sys.executable, "-c", "import sys; from flow.cli.main import main; sys.exit(main())"]
+        # A token made like a user's (`flow token create`): the API checks it against the store.
+        _, self.token = self.store.create_token("bench", "operator")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        child = env.child_env(DATABASE_URL=env.flow_url, BROKER_URL=env.amqp_url, PORT=str(self.port),
+                              FLOW_API_TOKEN=uuid.uuid4().hex)
+        flow = FLOW_CMD
         self.coordinator = procs.start("flow-coordinator", [*flow, "coordinator"], child, env.tmp)
-        self.worker = procs.start("flow-worker", [*flow, "worker", "--queues", "noop", "--concurrency",
-                                                  str(concurrency)], child, env.tmp)
+        # Two workers (as a deployment would run them), sharing the handler threads of Celery's
+        # one prefork worker.
+        per_worker = str(max(1, concurrency // 2))
+        self.workers = [procs.start(f"flow-worker-{i}", [*flow, "worker", "--queues", "noop", "--concurrency",
+                                                          per_worker], child, env.tmp) for i in range(2)]
+        self.worker = self.workers[0]
+        self.server = procs.start("flow-serve", [*flow, "serve", "--host", "127.0.0.1"], child, env.tmp)
         self.poll = psycopg2.connect(f"{PG}/{env.db}")  # reads only, each ended by a rollback
+        self.features: dict[str, bool] = {}
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         with self.poll.cursor() as cur:
@@ -193,6 +221,24 @@ class FlowSystem:
     def ready(self, timeout: float = 60.0) -> None:
         run_id = self.store.start_run("bench_one", {"i": 0})
         self._wait_runs([run_id], timeout)
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/openapi.json", timeout=5) as answer:
+                    document = json.loads(answer.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.server.poll() is not None:
+                    raise RuntimeError(f"flow serve did not come up (logs in {self.env.tmp})") from None
+                time.sleep(0.2)
+        paths = document.get("paths", {})
+        get_run = paths.get("/api/runs/{run_id}", {}).get("get", {})
+        self.features = {
+            "batch": "/api/workflows/{name}/runs/batch" in paths,
+            "wait": any(p.get("name") == "wait" for p in get_run.get("parameters", [])),
+        }
 
     def _wait_runs(self, ids: list[str], timeout: float, interval: float = 0.005) -> None:
         deadline = time.monotonic() + timeout
@@ -254,6 +300,7 @@ class CelerySystem:
         self.name = f"Celery {backend}"
         url = env.celery_url if backend == "db" else "rpc://"
         queue = f"bench.{backend}"
+        self.url, self.queue = url, queue
         self.app = make_app(env.amqp_url, url, queue)
         self.noop = self.app.tasks["bench.noop"]
         child = env.child_env(BENCH_BROKER=env.amqp_url, BENCH_BACKEND=url, BENCH_QUEUE=queue)
@@ -379,6 +426,53 @@ def raw_commits(env: Environment, count: int) -> float:
     return count / seconds
 
 
+# -- through the API (client processes) ---------------------------------------------------------
+
+
+def _records(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for report in reports for r in report["records"]]
+
+
+def api_throughput(reports: list[dict[str, Any]], steps_per_run: int) -> Figure:
+    """Steps per second of a throughput workload, timed at the clients (release of the barrier to
+    the last client seeing its last run finished) and by the system (first send to the last
+    recorded finish); starts per second (release to the last client's last start answered)."""
+    records = _records(reports)
+    t0 = min(r["t0"] for r in reports)
+    steps = len(records) * steps_per_run
+    client_s = max(r["end"] for r in reports) - t0
+    system_s = max(r["finished"] or 0.0 for r in records) - min(r["send"] for r in records)
+    submit_s = max(r["submitted"] for r in reports) - t0
+    return Figure(steps / client_s, "steps/s", {
+        "seconds": client_s, "system_steps_per_s": steps / system_s, "system_seconds": system_s,
+        "starts_per_s": len(records) / submit_s, "steps": steps,
+        "failed": sum(1 for r in records if r["status"] != "completed"),
+        "calls": sum(r["calls"] for r in reports),
+    })
+
+
+def api_latency(reports: list[dict[str, Any]], steps_per_run: int = 3) -> Figure:
+    """Latency of sequential runs: p50/p95 at the client (send -> seen finished), by the system
+    (send -> the recorded finish), and Flow's own created_at -> finished_at."""
+    records = _records(reports)
+    client = [r["seen"] - r["send"] for r in records]
+    system = [r["finished"] - r["send"] for r in records if r["finished"] is not None]
+    internal = [r["finished"] - r["created"] for r in records if r["finished"] is not None and r["created"]]
+    p50 = statistics.median(client)
+    extra: dict[str, Any] = {
+        "p95_ms": percentile(client, 0.95) * 1000, "per_step_ms": p50 * 1000 / steps_per_run,
+        "runs": len(records), "failed": sum(1 for r in records if r["status"] != "completed"),
+    }
+    if system:
+        extra.update(system_p50_ms=statistics.median(system) * 1000,
+                     system_p95_ms=percentile(system, 0.95) * 1000,
+                     system_per_step_ms=statistics.median(system) * 1000 / steps_per_run)
+    if internal:
+        extra.update(internal_p50_ms=statistics.median(internal) * 1000,
+                     internal_p95_ms=percentile(internal, 0.95) * 1000)
+    return Figure(p50 * 1000, "ms p50", extra)
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -402,11 +496,13 @@ def _timed(label: str) -> Iterator[None]:
 STATS_SETTLE = 11.0
 
 
-def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) -> dict[str, Any]:
+def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False,
+        only: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Everything, or only the workloads (W1..W4) of ``only``."""
     env = Environment()
     env.create()
     procs = Processes()
-    results: dict[str, Any] = {"figures": {}, "raw": {}, "flow": {}, "sizes": sizes.__dict__,
+    results: dict[str, Any] = {"figures": {}, "api": {}, "raw": {}, "flow": {}, "sizes": sizes.__dict__,
                                "concurrency": concurrency, "logs": str(env.tmp)}
     figures: dict[str, dict[str, Figure]] = results["figures"]
     try:
@@ -429,6 +525,8 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
             results["raw"]["commits_per_s"] = raw_commits(env, sizes.raw_commits)
 
         def flow_workload(key: str, body: Callable[[], Figure], steps: int) -> None:
+            if only and key not in only:
+                return
             before = commits(env.db)
             with _timed(f"{key} Flow"):
                 figure = body()
@@ -438,6 +536,8 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
             figures.setdefault(key, {})["Flow"] = figure
 
         def celery_workload(key: str, system: CelerySystem, body: Callable[[], Figure]) -> None:
+            if only and key not in only:
+                return
             with _timed(f"{key} {system.name}"):
                 figures.setdefault(key, {})[system.name] = body()
 
@@ -446,16 +546,11 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
         # W1: one-step runs
         flow_workload("W1", lambda: flow.throughput("bench_one", [{"i": i} for i in range(sizes.w1)], 1, timeout),
                       sizes.w1)
-        for c in celeries:
-            celery_workload("W1", c, lambda c=c: c.throughput([c.noop.s(i) for i in range(sizes.w1)], 1, timeout))
         # W2: 3-step chains, all at once
         flow_workload("W2", lambda: flow.throughput("bench_chain", [{"i": i} for i in range(sizes.w2)], 3, timeout),
                       sizes.w2 * 3)
-        from celery import chain, chord
-
-        for c in celeries:
-            celery_workload("W2", c, lambda c=c: c.throughput(
-                [chain(c.noop.s(i), c.noop.s(), c.noop.s()) for i in range(sizes.w2)], 3, timeout))
+        # (Celery's W1, W2 and W4 come from its one-client run below: the bench process would be
+        # that same one client.)
         # W3: fan-out 1 -> N -> 1, one after the other
         items = list(range(sizes.w3_width))
         w3_steps = sizes.w3_times * (sizes.w3_width + 2)
@@ -465,6 +560,8 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
             return Figure(sum(latencies), "s", {"per_fan_s": statistics.mean(latencies)})
 
         flow_workload("W3", w3_flow, w3_steps)
+        if celeries:
+            from celery import chain, chord
         for c in celeries:
             def w3_celery(c: CelerySystem = c) -> Figure:
                 try:
@@ -485,9 +582,45 @@ def run(sizes: Sizes, concurrency: int, with_celery: bool, quick: bool = False) 
 
         flow_workload("W4", lambda: latency_figure(flow.sequential("bench_chain", {"i": 1}, sizes.w4, timeout)),
                       sizes.w4 * 3)
-        for c in celeries:
-            celery_workload("W4", c, lambda c=c: latency_figure(
-                c.sequential(lambda: chain(c.noop.s(1), c.noop.s(), c.noop.s()), sizes.w4, timeout)))
+
+        # Through the API: `flow serve` + the coordinator + 2 workers, driven by client processes;
+        # Celery by as many client processes calling apply_async. Interleaved per workload.
+        api: dict[str, dict[str, Figure]] = results["api"]
+        workloads = [("W1", "bench_one", sizes.api_w1, 1, "throughput", 0),
+                     ("W2", "bench_chain", sizes.api_w2, 3, "throughput", 0),
+                     ("W4", "bench_chain", sizes.api_w4, 3, "sequential", 0)]
+        workloads = [w for w in workloads if not only or w[0] in only]
+        plan = [(n, w) for n in sizes.api_clients for w in workloads]
+        if flow.features.get("batch") and (not only or "W1" in only):
+            plan.append((1, ("W1", "bench_one", sizes.api_w1, 1, "throughput", 500)))
+        for clients, (key, workflow, count, steps, mode, batch) in plan:
+            label = f"{key} {'batch ' if batch else ''}x{clients}"
+            measure = api_latency if mode == "sequential" else (lambda r, s=steps: api_throughput(r, s))
+            tag = uuid.uuid4().hex[:8]
+            shares = split(list(range(count)), clients)
+            jobs = [{"base": flow.base, "token": flow.token, "workflow": workflow, "mode": mode,
+                     "params": [{"i": i} for i in share], "tag": f"{tag}-{c}",
+                     "use_wait": flow.features.get("wait", False), "batch": batch}
+                    for c, share in enumerate(shares)]
+            before = commits(env.db)
+            with _timed(f"API {label} Flow"):
+                figure = measure(run_clients("flow", jobs))
+            time.sleep(settle)
+            figure.extra["commits_per_step"] = (commits(env.db) - before) / (count * steps)
+            api.setdefault(label, {})["Flow"] = figure
+            if batch:
+                continue
+            for c in celeries:
+                jobs = [{"broker": env.amqp_url, "backend": c.url, "queue": c.queue, "steps": steps,
+                         "mode": mode, "params": share} for share in shares]
+                with _timed(f"API {label} {c.name}"):
+                    api.setdefault(label, {})[c.name] = measure(run_clients("celery", jobs))
+        # The in-process table's Celery columns: its one-client figures.
+        for key in ("W1", "W2", "W4"):
+            for c in celeries:
+                one = api.get(f"{key} x1", {}).get(c.name)
+                if one is not None:
+                    figures.setdefault(key, {})[c.name] = one
         results["flow"]["rss_start_kib"] = rss_start
         results["flow"]["rss_end_kib"] = rss_kib(flow.coordinator.pid)
         for system in systems:
@@ -504,6 +637,63 @@ def _fmt(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+
+
+def _grid(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
+def api_table(results: dict[str, Any]) -> str:
+    """Through the API (Flow) and the client (Celery): each figure at the client and, in
+    parentheses, from the system's own timestamps."""
+    api = results.get("api") or {}
+    if not api:
+        return ""
+    systems = [s for s in ("Flow", "Celery db", "Celery rpc") if any(s in v for v in api.values())]
+    header = ["workload (clients)", "unit", *[f"{s} client (system)" for s in systems]]
+    header += [f"Flow/{s}" for s in systems[1:]] + ["Flow starts/s", "commits/step"]
+    rows = [header]
+    for label, by_system in api.items():
+        flow = by_system.get("Flow")
+        if flow is None:
+            continue
+        latency = flow.unit.startswith("ms")
+        row = [label, flow.unit]
+        for name in systems:
+            fig = by_system.get(name)
+            if fig is None:
+                row.append("-")
+                continue
+            system = fig.extra.get("system_p50_ms" if latency else "system_steps_per_s")
+            row.append(f"{_fmt(fig.value)} ({_fmt(system) if system is not None else '-'})")
+        for other in systems[1:]:
+            theirs = by_system.get(other)
+            if theirs is None:
+                row.append("-")
+            elif latency:
+                row.append(f"{theirs.value / flow.value:.1f}x faster")
+            else:
+                row.append(f"{flow.value / theirs.value:.1f}x")
+        row.append(_fmt(flow.extra["starts_per_s"]) if "starts_per_s" in flow.extra else "-")
+        row.append(f"{flow.extra['commits_per_step']:.3f}")
+        rows.append(row)
+    extra = []
+    for label, by_system in api.items():
+        for name, fig in by_system.items():
+            if fig.unit.startswith("ms"):
+                line = (f"API {label} {name}: client p50 {fig.value:.1f} ms, p95 {fig.extra['p95_ms']:.1f} ms, "
+                        f"{fig.extra['per_step_ms']:.2f} ms per step")
+                if "system_p50_ms" in fig.extra:
+                    line += (f"; system p50 {fig.extra['system_p50_ms']:.1f} ms, p95 {fig.extra['system_p95_ms']:.1f}"
+                             f" ms, {fig.extra['system_per_step_ms']:.2f} ms per step")
+                if "internal_p50_ms" in fig.extra:
+                    line += f"; created->finished p50 {fig.extra['internal_p50_ms']:.1f} ms"
+                extra.append(line)
+    return "\n".join(["Through the API (Flow: HTTP clients of `flow serve`; Celery: apply_async clients)",
+                       *_grid(rows), "", *extra])
 
 
 def table(results: dict[str, Any]) -> str:
@@ -590,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Flow worker threads = Celery prefork processes (default 4)")
     parser.add_argument("--no-celery", action="store_true", help="Flow and the raw limits only")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--only", metavar="W1,W4", help="only these workloads (for a focused measurement)")
+    parser.add_argument("--clients", metavar="1,16", help="client process counts through the API")
     args = parser.parse_args(argv)
     with_celery = not args.no_celery
     if with_celery:
@@ -600,15 +792,24 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             with_celery = False
     sizes = QUICK if args.quick else FULL
+    if args.clients:
+        sizes = replace(sizes, api_clients=tuple(int(c) for c in args.clients.split(",")))
     print(f"bench: {'quick' if args.quick else 'full'} run, concurrency {args.concurrency}", file=sys.stderr)
-    results = run(sizes, args.concurrency, with_celery, quick=args.quick)
+    only = frozenset(w.strip().upper() for w in (args.only or "").split(",") if w.strip())
+    results = run(sizes, args.concurrency, with_celery, quick=args.quick, only=only)
     if with_celery:
         print(describe_machine())
     print(f"command: python -m bench.run{' --quick' if args.quick else ''} --concurrency {args.concurrency}")
+    print(api_table(results))
+    print()
+    print("In process (Flow: Store.start_runs/start_run in the bench; Celery: its one-client figures)")
     print(table(results))
     if args.json:
-        serialisable = {**results, "figures": {k: {s: {"value": f.value, "unit": f.unit, **f.extra}
-                                                   for s, f in v.items()} for k, v in results["figures"].items()}}
+        def plain(section: dict[str, dict[str, Figure]]) -> dict[str, Any]:
+            return {k: {s: {"value": f.value, "unit": f.unit, **f.extra} for s, f in v.items()}
+                    for k, v in section.items()}
+
+        serialisable = {**results, "figures": plain(results["figures"]), "api": plain(results["api"])}
         Path(args.json).write_text(json.dumps(serialisable, indent=2, default=str))
     return 0
 

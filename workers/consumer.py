@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import threading
@@ -52,6 +53,10 @@ DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as 
 # worker death while it runs is its own doing, not that of a task that happened to run beside it.
 REDELIVERIES_HEADER = "x-flow-redeliveries"
 BUSY_POLL = 0.001  # drain_events timeout while results may be pending (IDLE_POLL when idle)
+# While handlers run on a plain TCP connection, the pump sleeps in ``select`` on the broker's socket
+# and a pipe that a finishing handler writes to (so it reports at once instead of within BUSY_POLL),
+# waking at least this often for heartbeats, deadlines and ``started`` reports.
+BUSY_TICK = 0.01
 # A task still running after this many seconds reports ``started`` (the coordinator then moves it to
 # processing and starts its lease). A task that finishes sooner reports only its result, which the
 # store applies from pending (pending -> processing -> final in one write): half the messages and
@@ -106,6 +111,10 @@ class Worker:
         self.consuming = threading.Event()  # set while consuming; tests wait on it
         self.connections = 0  # how many times a connection was established
         self._done: "queue.SimpleQueue[Future[ResultMessage]]" = queue.SimpleQueue()
+        # A finished handler writes a byte here (after queueing its future) to wake the pump.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
         self._clock = TaskClock()  # handler deadlines: the pauses of the process do not count
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
@@ -116,6 +125,14 @@ class Worker:
         # were already on their way are handed back).
         self._suspect: tuple[Message, TaskMessage] | None = None
         self._alone = False
+
+    def __del__(self) -> None:
+        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -200,12 +217,26 @@ class Worker:
     def _pump(self, connection: kombu.Connection) -> None:
         """One turn: wait for deliveries a little, then report what finished or timed out."""
         try:
-            connection.drain_events(timeout=BUSY_POLL if self._inflight else IDLE_POLL)
+            sock = self._select_socket(connection) if self._inflight else None
+            if sock is None:
+                connection.drain_events(timeout=BUSY_POLL if self._inflight else IDLE_POLL)
+            else:
+                ready = select.select([sock, self._wake_r], [], [], BUSY_TICK)[0]
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                if sock in ready:
+                    connection.drain_events(timeout=BUSY_POLL)
         except socket.timeout:
             pass
         # Deliveries are handled here, not in the kombu callback: a publish with confirms inside the
         # callback would nest a synchronous AMQP wait inside frame dispatch, which py-amqp deadlocks on.
-        while self._received:
+        # Once stopping, they wait for ``_drain_for_shutdown``, after the consumer is cancelled: handed
+        # back here, each copy (and each ack's freed prefetch slot) would bring another delivery, and
+        # the worker would circulate its queue instead of stopping.
+        while self._received and not self.stop_event.is_set():
             self._on_message(self._received.pop(0))
         connection.heartbeat_check()
         self._publish_finished()
@@ -214,10 +245,9 @@ class Worker:
 
     def _drain_for_shutdown(self, connection: kombu.Connection) -> None:
         # Deliveries not yet handled or still queued in the pool have not started: hand them back
-        # as copies (a requeue would mark them redelivered, which counts as a worker death).
-        while self._received:
-            message = self._received.pop(0)
-            self._hand_back_raw(message)
+        # as copies (a requeue would mark them redelivered, which counts as a worker death). The
+        # consumer is cancelled, so no new deliveries come while this runs.
+        self._hand_back_received()
         if self._suspect is not None:
             self._hand_back(*self._suspect)
             self._suspect = None
@@ -232,6 +262,11 @@ class Worker:
             log.warning("handing back task %s: still running after the grace period", entry.task.task_id)
             entry.message.requeue()
         self._inflight.clear()
+        self._hand_back_received()  # delivered before the cancel took effect, kept by the pumps above
+
+    def _hand_back_received(self) -> None:
+        while self._received:
+            self._hand_back_raw(self._received.pop(0))
 
     # -- per message (on the connection thread) --------------------------------------------
 
@@ -242,9 +277,6 @@ class Worker:
             # Dead-lettered, not requeued: a message we cannot read would loop forever otherwise.
             log.error("rejecting undecodable message to the dead-letter queue: %s", exc)
             message.reject(requeue=False)
-            return
-        if self.stop_event.is_set():
-            self._hand_back(message, task)
             return
         if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
             return
@@ -266,7 +298,24 @@ class Worker:
         assert self._pool is not None
         future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
         self._inflight[id(future)] = _InFlight(message, task, started, deadline, future, alone=alone)
-        future.add_done_callback(self._done.put)  # runs on the pool thread: only a queue put
+        future.add_done_callback(self._on_done)  # runs on the pool thread: a queue put and a wake
+
+    def _on_done(self, future: "Future[ResultMessage]") -> None:
+        self._done.put(future)
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the pump wakes anyway) or closed (shutting down)
+
+    @staticmethod
+    def _select_socket(connection: kombu.Connection) -> socket.socket | None:
+        """The broker socket, if waiting on it with ``select`` cannot miss a frame: a plain TCP
+        py-amqp transport with nothing buffered (it reads exactly the bytes of a frame). Else None
+        (the in-memory transport, TLS), and the pump polls with ``drain_events`` as before."""
+        transport = getattr(connection.connection, "transport", None)
+        if type(transport).__name__ != "TCPTransport" or getattr(transport, "_read_buffer", b"x"):
+            return None
+        return getattr(transport, "sock", None)
 
     def _start_alone(self) -> None:
         """Start the waiting suspect once no other handler runs; resume normal intake after it.

@@ -13,17 +13,19 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from engine.core.errors import Conflict, InvalidParams, NotFound
 from engine.store.context import StoreContext, aware, iso, new_id
 from engine.store.db import read_only
+from engine.store.listen import TOKENS_CHANNEL
 from engine.store.models import ApiToken, DashboardSession, User
 from engine.store.sessions import end_user_sessions_in
 
@@ -120,6 +122,11 @@ def revoke_token(ctx: StoreContext, token_id: str) -> None:
         conn.execute(update(api_tokens)
                      .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
                      .values(revoked_at=ctx.now()))
+        if ctx.is_postgres:  # server processes drop their cached token checks at the commit
+            conn.execute(text(f"NOTIFY {TOKENS_CHANNEL}"))
+    cache = ctx.token_cache.get("cache")
+    if cache is not None:  # this process's own, without waiting for the notification
+        cache.clear()
 
 
 def list_tokens(ctx: StoreContext, include_revoked: bool = True) -> list[dict[str, Any]]:
@@ -144,15 +151,76 @@ def list_tokens(ctx: StoreContext, include_revoked: bool = True) -> list[dict[st
     ]
 
 
+@dataclass
+class _Cached:
+    token_id: str
+    name: str
+    role: str
+    last_used: datetime | None
+    expires_at: datetime | None
+
+
+class _TokenCache:
+    """Active tokens by hash, for a server process: a check costs no query while the database
+    notifications are delivered (``engine.store.listen``). A revocation NOTIFYs ``flow_tokens``
+    when it commits, which empties the cache; so does every reconnection of the listener, and the
+    cache is not used while the listener is down. The generation counter keeps a check that read
+    the database before a revocation's notification from caching what it read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[str, _Cached] = {}
+        self.generation = 0
+
+    def clear(self, _payload: str | None = None) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.generation += 1
+
+
+def _cache(ctx: StoreContext) -> tuple[_TokenCache, bool]:
+    """The token cache of ``ctx`` and whether it may be used now (PostgreSQL, listener healthy)."""
+    cache = ctx.token_cache.get("cache")
+    if cache is None:
+        with _CACHE_SETUP:
+            cache = ctx.token_cache.get("cache")
+            if cache is None:
+                cache = _TokenCache()
+                if ctx.is_postgres:
+                    listener = ctx.notifications()
+                    listener.subscribe(TOKENS_CHANNEL, cache.clear)
+                    listener.on_reset(cache.clear)
+                ctx.token_cache["cache"] = cache
+    return cache, ctx.is_postgres and bool(ctx.notifications().healthy)
+
+
+_CACHE_SETUP = threading.Lock()
+
+
 def authenticate_token(ctx: StoreContext, token: str) -> TokenIdentity | None:
     """The name and role of an active token, or None (unknown or revoked).
 
     Raises:
-        TokenExpired: a known, unrevoked token past its expiry.
+        TokenExpired: a known, unrevoked token past its expiry (checked on cache hits too).
     """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
+    cache, usable = _cache(ctx)
+    now = ctx.now()
+    if usable:
+        with cache.lock:
+            hit = cache.entries.get(digest)
+            generation = cache.generation
+        if hit is not None:
+            if hit.expires_at is not None and now >= hit.expires_at:
+                raise TokenExpired(hit.name, hit.expires_at.isoformat())
+            if hit.last_used is None or now - hit.last_used >= LAST_USED_RESOLUTION:
+                hit.last_used = now
+                _touch(ctx, hit.token_id, now)
+            return TokenIdentity(name=hit.name, role=hit.role)
+    else:
+        generation = cache.generation
     with read_only(ctx.engine) as conn:
         row = conn.execute(
             select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.token_hash, api_tokens.c.role,
@@ -163,15 +231,23 @@ def authenticate_token(ctx: StoreContext, token: str) -> TokenIdentity | None:
     # keeps the check independent of how the database compares strings.
     if row is None or not hmac.compare_digest(row["token_hash"], digest) or row["revoked_at"] is not None:
         return None
-    now = ctx.now()
     expires = aware(row["expires_at"])
     if expires is not None and now >= expires:
         raise TokenExpired(str(row["name"]), expires.isoformat())
     last = aware(row["last_used_at"])
     if last is None or now - last >= LAST_USED_RESOLUTION:
-        with ctx.engine.begin() as conn:
-            conn.execute(update(api_tokens).where(api_tokens.c.id == row["id"]).values(last_used_at=now))
+        _touch(ctx, row["id"], now)
+        last = now
+    if usable:
+        with cache.lock:
+            if cache.generation == generation:
+                cache.entries[digest] = _Cached(row["id"], str(row["name"]), str(row["role"]), last, expires)
     return TokenIdentity(name=str(row["name"]), role=str(row["role"]))
+
+
+def _touch(ctx: StoreContext, token_id: str, now: datetime) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now))
 
 
 # --- users ----------------------------------------------------------------------------------------

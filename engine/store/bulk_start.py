@@ -9,14 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engine.core.params import check_params
-from engine.core.states import RunStatus
-from engine.store.context import StoreContext, after, new_id, runs
-from engine.store.outbox import notify_outbox
-from engine.store.planning import plan_runs
-from engine.store.run_rows import evaluate_lets
-from engine.store.versions import find_version, spec_of
-from engine.store.writes import Writes
+from engine.store.context import StoreContext
+from engine.store.starts import start_many
 
 
 def start_runs(
@@ -30,36 +24,6 @@ def start_runs(
 
     Raises NotFound (no such workflow) or InvalidParams (the first bad params; nothing is started).
     """
-    if not params_list:
-        return []
-    with ctx.engine.begin() as conn:
-        found = find_version(conn, workflow, version)
-        spec = spec_of(ctx, conn, found["id"])
-        now = ctx.now()
-        rows: list[dict[str, Any]] = []
-        for params in params_list:
-            checked = check_params(spec.params, params, workflow)
-            run_id = new_id()
-            rows.append({
-                "id": run_id,
-                "workflow_version_id": found["id"],
-                "workflow_name": spec.name,
-                "version": found["version"],
-                "status": RunStatus.PENDING.value,
-                "params": checked,
-                "values": evaluate_lets(spec, checked, run_id, None),
-                "output": None,
-                "error": None,
-                "idempotency_key": None,
-                "parent_run_id": None,
-                "scheduled_at": None,
-                "deadline": after(now, spec.timeout) if spec.timeout else None,
-                "created_at": now,
-                "started_at": None,
-                "finished_at": None,
-                "updated_at": now,
-            })
-        conn.execute(runs.insert(), rows)
-        plan_runs(ctx, conn, {row["id"]: row for row in rows}, Writes(), now)
-        notify_outbox(ctx, conn)
-    return [row["id"] for row in rows]
+    outcomes = start_many(ctx, workflow, [(params, None) for params in params_list], version=version,
+                          all_or_nothing=True)
+    return [str(o.run_id) for o in outcomes]

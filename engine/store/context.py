@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Select, Table
 
 from dsl.spec import WorkflowSpec
+from engine.store.listen import Listener, LocalBus, listener_for
 from engine.store.models import (
     DeadLetter,
     Outbox,
@@ -85,10 +86,24 @@ class StoreContext:
     max_deliveries: int = 5
     # Compiled specs by workflow version id: a version never changes once deployed.
     specs: dict[str, WorkflowSpec] = field(default_factory=dict)
+    # The database notifications of a server process (``engine.store.listen``), made on first use.
+    _listener: Any = None
+    # Active tokens checked before, by hash (``engine.store.auth``): only while the listener is
+    # healthy, dropped on every revocation.
+    token_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
+
+    def notifications(self) -> Listener | LocalBus:
+        """The listener of this store (started): PostgreSQL ``LISTEN``, or the in-process bus."""
+        if self._listener is None:
+            listener = listener_for(self.engine)
+            if self._listener is None:
+                self._listener = listener
+                listener.start()
+        return self._listener  # type: ignore[no-any-return]
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=timezone.utc)

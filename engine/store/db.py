@@ -78,13 +78,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         install_after_commit(engine)
         return engine
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
+        # Not SQLAlchemy's pre-ping (a round trip before every transaction): ``_ping_when_idle``
+        # pings only a connection that sat in the pool, which is where a restarted server leaves
+        # broken ones; a busy process reuses its connections within milliseconds and never pings.
+        "pool_pre_ping": False,
         "pool_size": 10,
         "max_overflow": 20,
         "pool_recycle": 1800,
     }
+    ping_idle = kwargs.pop("ping_idle_after", IDLE_PING_AFTER)
+    explicit_pre_ping = "pool_pre_ping" in kwargs
     options.update(kwargs)
     engine = _create_engine(url, **options)
+    if not explicit_pre_ping and ping_idle is not None:
+        _ping_when_idle(engine, float(ping_idle))
     install_after_commit(engine)
     return engine
 
@@ -144,6 +151,35 @@ def install_after_commit(engine: Engine) -> None:
     dialect.do_commit = do_commit  # type: ignore[method-assign]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     dialect._flow_after_commit = True  # type: ignore[attr-defined]
+
+
+# Seconds a pooled PostgreSQL connection may sit unused before its next checkout pings it.
+IDLE_PING_AFTER = 1.0
+
+
+def _ping_when_idle(engine: Engine, after: float) -> None:
+    """Ping a connection at checkout only if it was idle in the pool for ``after`` seconds; a dead
+    one is replaced by a fresh connection (the pool retries the checkout), so a database restart
+    costs a reconnect, not a failed request."""
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["flow_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("flow_checked_in")
+        if since is None or time.monotonic() - since < after:
+            return
+        try:
+            ok = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            ok = False
+        if not ok:
+            raise exc.DisconnectionError("the pooled connection is gone")
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from dsl.spec import WorkflowSpec
 from engine.core.errors import InvalidParams, NotFound
 from engine.core.planner.view import COMPENSATION, ON_FAILURE, STEP
 from engine.store.context import (
     StoreContext,
+    aware,
     dead_letters,
     iso,
     runs,
+    select_in,
     task_logs,
     tasks,
     to_datetime,
     versions,
 )
 from engine.store.db import read_only
-from engine.store.versions import find_version, spec_of
+from engine.store.versions import find_version, load_specs, spec_of
 
 COUNTED = ("pending", "processing", "failed", "retrying", "completed")
 IN_FLIGHT = frozenset({"pending", "processing", "retrying"})
@@ -33,13 +36,32 @@ MAX_PAGE = 500
 def get_run(ctx: StoreContext, run_id: str) -> dict[str, Any]:
     """The run document printed by ``flow run --json`` and ``GET /api/runs/<id>``."""
     with read_only(ctx.engine) as conn:
-        run = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
-        if run is None:
-            raise NotFound("run", run_id)
-        spec = spec_of(ctx, conn, run["workflow_version_id"])
-        rows = conn.execute(
-            select(tasks).where(tasks.c.run_id == run_id).order_by(tasks.c.created_at, tasks.c.id)
-        ).mappings().all()
+        found = run_documents(ctx, conn, [run_id])
+    if run_id not in found:
+        raise NotFound("run", run_id)
+    return found[run_id]
+
+
+def run_documents(ctx: StoreContext, conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The run documents of ``run_ids`` that exist, by id (two queries on ``conn``)."""
+    wanted = list(dict.fromkeys(run_ids))
+    if not wanted:
+        return {}
+    found = {row["id"]: row for row in select_in(select(runs), runs.c.id, wanted, conn)}
+    task_rows: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in found}
+    if found:
+        for row in select_in(select(tasks), tasks.c.run_id, list(found), conn):
+            task_rows[row["run_id"]].append(dict(row))
+    load_specs(ctx, conn, [run["workflow_version_id"] for run in found.values()])
+    documents = {}
+    for run_id, run in found.items():
+        rows = sorted(task_rows[run_id], key=lambda r: (aware(r["created_at"]), r["id"]))
+        documents[run_id] = run_document(spec_of(ctx, conn, run["workflow_version_id"]), run, rows)
+    return documents
+
+
+def run_document(spec: WorkflowSpec, run: Any, task_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's document from its row and its task rows (oldest first)."""
     return {
         "id": run["id"],
         "workflow": run["workflow_name"],
@@ -51,7 +73,7 @@ def get_run(ctx: StoreContext, run_id: str) -> dict[str, Any]:
         "created_at": iso(run["created_at"]),
         "started_at": iso(run["started_at"]),
         "finished_at": iso(run["finished_at"]),
-        "steps": _steps(spec, [dict(r) for r in rows]),
+        "steps": _steps(spec, task_rows),
     }
 
 

@@ -38,6 +38,7 @@ from engine.store import (
     outbox,
     results,
     runs,
+    starts,
     timers,
     versions,
 )
@@ -116,10 +117,27 @@ class Store:
             InvalidParams: every problem with ``params`` (or a ``let`` that cannot be evaluated).
             Conflict: ``idempotency_key`` already started a run of another workflow.
         """
-        return runs.start_run(
+        return starts.start_run(
             self._ctx, workflow, params, version=version, idempotency_key=idempotency_key,
             scheduled_at=scheduled_at, parent_run_id=parent_run_id,
         )
+
+    def start(
+        self,
+        workflow: str,
+        entries: Sequence[tuple[dict[str, Any] | None, str | None]],
+        *,
+        version: int | None = None,
+        documents: bool = True,
+    ) -> list[starts.StartOutcome]:
+        """Start one run per ``(params, idempotency_key)`` in one transaction (the API's start and
+        batch start): one outcome per entry, in order, each with its run (and its document) or the
+        error that refused it (``InvalidParams``, ``Conflict``); the others start.
+
+        Raises:
+            NotFound: no such workflow (version).
+        """
+        return starts.start_many(self._ctx, workflow, entries, version=version, documents=documents)
 
     def start_runs(
         self,
@@ -264,6 +282,11 @@ class Store:
 
     def list_tokens(self) -> list[dict[str, Any]]:
         return auth.list_tokens(self._ctx)
+
+    def notifications(self) -> Any:
+        """This process's database notifications (``engine.store.listen``): ``subscribe(channel,
+        callback)``, ``on_reset(callback)``, ``healthy``. Started on first use."""
+        return self._ctx.notifications()
 
     def authenticate_token(self, token: str) -> TokenIdentity | None:
         """The name and role of an active token, else None (unknown or revoked). Raises TokenExpired."""

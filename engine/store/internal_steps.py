@@ -138,6 +138,7 @@ def _start_child(
     ctx: StoreContext, conn: Connection, run: dict[str, Any], row: dict[str, Any],
     waiting: dict[str, Any], writes: Writes, now: datetime, plan: PlanRuns,
 ) -> dict[str, Any]:
+    writes.flush_new_runs(conn)  # the child points at its parent, which may be starting now
     payload = row.get("payload") or {}
     workflow, params = payload.get("workflow"), payload.get("params")
     if not isinstance(workflow, str) or not workflow:

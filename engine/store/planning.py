@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, text, update
 
 from dsl.spec import WorkflowSpec
 from engine.core.planner import walk as planner
@@ -33,6 +33,7 @@ from engine.store.task_rows import (
     task_view,
 )
 from engine.store.versions import load_specs, spec_of
+from engine.store.listen import LOCAL, RUN_DONE_CHANNEL
 from engine.store.writes import Writes
 
 # The planner plans until it needs a worker's result, so a second call normally returns nothing;
@@ -46,10 +47,14 @@ def plan_runs(
     locked: dict[str, dict[str, Any]],
     writes: Writes,
     now: datetime,
+    *,
+    task_rows: dict[str, list[dict[str, Any]]] | None = None,
 ) -> int:
     """Re-plan every run of ``locked`` (rows the caller holds ``FOR UPDATE``); the actions applied.
 
-    Buffered inserts are flushed first, so the views see every task of the transaction.
+    Buffered inserts are flushed first, so the views see every task of the transaction. Runs in
+    ``writes.new_runs`` (being started: no task yet) are planned without reading their tasks.
+    ``task_rows``, when given, receives each run's task rows as planned (for its run document).
     """
     if not locked:
         return 0
@@ -57,8 +62,11 @@ def plan_runs(
         writes.flush(conn)
     load_specs(ctx, conn, [row["workflow_version_id"] for row in locked.values()])
     by_run: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in locked}
-    for row in select_in(select(tasks), tasks.c.run_id, locked, conn):
+    existing = [run_id for run_id in locked if run_id not in writes.new_runs]
+    for row in select_in(select(tasks), tasks.c.run_id, existing, conn) if existing else ():
         by_run[row["run_id"]].append(dict(row))
+    if task_rows is not None:
+        task_rows.update(by_run)
     applied = 0
     parents: dict[str, dict[str, Any]] = {}
     for run_id in sorted(locked):
@@ -167,7 +175,7 @@ def _apply(
                 task_rows[index] = new
         return True
     if isinstance(action, SetRunStatus):
-        if ctx.is_postgres and not run.get("parent_run_id"):
+        if run["id"] in writes.new_runs or (ctx.is_postgres and not run.get("parent_run_id")):
             # The common case (no parent to tell): buffered, one statement for the batch.
             return defer_run_status(writes, run, action.status, now, action.output, action.error)
         if not set_run_status(conn, run, action.status, now, action.output, action.error):
@@ -207,6 +215,7 @@ def _run_status_done(run: dict[str, Any], target: RunStatus, values: dict[str, A
         # Counted once the transaction commits (``later``): a rolled-back one counts nothing.
         later(metrics.RUN_OUTCOMES.labels(run.get("workflow_name") or "", target.value).inc)
         tracing.emit_run(run, now)
+        LOCAL.deliver(RUN_DONE_CHANNEL, run["id"])  # the embedded default's waiters (PostgreSQL: NOTIFY)
 
 
 def defer_run_status(
@@ -224,6 +233,9 @@ def defer_run_status(
     if RunStatus(run["status"]) not in run_sources(target):
         return False
     values = _status_values(run, target, now, output, error)
+    if run["id"] in writes.new_runs:  # not inserted yet: the row goes in as planned
+        _run_status_done(run, target, values, now, writes.after_commit.append)
+        return True
     pending = writes.run_updates.get(run["id"])
     if pending is None:
         writes.run_updates[run["id"]] = {"expected": run["status"], "values": values}
@@ -253,6 +265,9 @@ def set_run_status(
     )
     if result.rowcount != 1:
         return False
+    if target in TERMINAL_RUN_STATUSES and conn.dialect.name == "postgresql":
+        # For ``GET /api/runs/ID?wait=`` (delivered at commit), like ``flush_run_updates``.
+        conn.execute(text("SELECT pg_notify(:channel, :id)"), {"channel": RUN_DONE_CHANNEL, "id": run["id"]})
     _run_status_done(run, target, values, now, lambda callback: after_commit(conn, callback))
     return True
 

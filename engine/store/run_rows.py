@@ -36,8 +36,21 @@ def new_run_row(
     evaluated, the deadline set. Raises ``NotFound`` or ``InvalidParams``."""
     found = find_version(conn, workflow, version)
     spec = spec_of(ctx, conn, found["id"])
-    checked = check_params(spec.params, params, workflow)
-    now = ctx.now()
+    return run_row(spec, found, params, idempotency_key, scheduled_at, parent_run_id, ctx.now())
+
+
+def run_row(
+    spec: WorkflowSpec,
+    found: dict[str, Any],
+    params: dict[str, Any] | None,
+    idempotency_key: str | None,
+    scheduled_at: datetime | None,
+    parent_run_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A new run's row of version ``found`` (``id``, ``version``) of ``spec``. Raises
+    ``InvalidParams``."""
+    checked = check_params(spec.params, params, spec.name)
     run_id = new_id()
     return {
         "id": run_id,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dsl.spec import Retry
-from engine.core.errors import Conflict, IllegalTransition, InvalidParams, NotFound
+from engine.core.errors import IllegalTransition, InvalidParams, NotFound
 from engine.core.planner.view import COMPENSATION, STANDALONE, STEP
 from engine.core.states import RunStatus, TaskStatus, run_sources, task_sources
 from engine.store.context import (
@@ -24,61 +24,12 @@ from engine.store.context import (
     tasks,
     to_datetime,
 )
-from engine.store.outbox import notify_outbox
 from engine.store.planning import plan_runs, set_run_status
-from engine.store.run_rows import new_run_row
 from engine.store.task_rows import cancel_tasks, lock_runs, new_task_row, queue_log, queue_task_message
 from engine.store.writes import Writes
 
 R = RunStatus
 T = TaskStatus
-
-
-def start_run(
-    ctx: StoreContext,
-    workflow: str,
-    params: dict[str, Any] | None,
-    *,
-    version: int | None = None,
-    idempotency_key: str | None = None,
-    scheduled_at: datetime | float | str | None = None,
-    parent_run_id: str | None = None,
-) -> str:
-    """Create a run, evaluate its lets, plan its first steps; the run id."""
-    try:
-        with ctx.engine.begin() as conn:
-            if idempotency_key:
-                existing = _run_by_key(conn, idempotency_key, workflow)
-                if existing:
-                    return existing
-            row = new_run_row(ctx, conn, workflow, params, version, idempotency_key,
-                           to_datetime(scheduled_at), parent_run_id)
-            conn.execute(runs.insert().values(**row))
-            plan_runs(ctx, conn, {row["id"]: row}, Writes(), row["created_at"])
-            notify_outbox(ctx, conn)  # a coordinator relays the first steps now, not at its next poll
-            return str(row["id"])
-    except IntegrityError:
-        # Two requests with the same key raced; the other one's run is the answer.
-        if idempotency_key:
-            with ctx.engine.connect() as conn:
-                existing = _run_by_key(conn, idempotency_key, workflow)
-            if existing:
-                return existing
-        raise
-
-
-def _run_by_key(conn: Connection, key: str, workflow: str) -> str | None:
-    row = conn.execute(
-        select(runs.c.id, runs.c.workflow_name).where(runs.c.idempotency_key == key)
-    ).first()
-    if row is None:
-        return None
-    if row.workflow_name != workflow:
-        raise Conflict(
-            f"idempotency key {key!r} already started run {row.id} of workflow "
-            f"{row.workflow_name!r}, not {workflow!r}; use a new key for a different request"
-        )
-    return str(row.id)
 
 
 def create_task(

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 import dsl
-from flow.cli import approve, auth, ops, processes, python_steps, run, schedules, serve, worker
+from flow.cli import approve, auth, ops, processes, python_steps, run, schedules, serve, start, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,7 +83,7 @@ def graph(file: str, name: str | None, fmt: str) -> None:
 
 
 # The groups of verbs, each in its own module; none of them imports this one.
-for _module in (run, processes, schedules, auth, ops, approve, serve, worker):
+for _module in (run, start, processes, schedules, auth, ops, approve, serve, worker):
     _module.register(main)
 main.add_command(python_steps.steps)
 

@@ -136,7 +136,7 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
     deployed = deploy_file(store, file, manifest(step_types) or None)
     name = _pick_workflow(deployed, workflow, file)
     version = next(d.version for d in deployed if d.name == name)
-    run_params = parse_params(params, params_json, _text_params(store, name, version))
+    run_params = parse_params(params, params_json, text_params(store, name, version))
 
     threads = Threads()
     if local:
@@ -149,21 +149,21 @@ def run(file: str, workflow: str | None, params: tuple[str, ...], params_json: s
             raise click.ClickException(
                 "invalid parameters:\n  " + "\n  ".join(str(p) for p in problems)
             ) from None
-        _publish_now(store, settings)
-        echo = _Progress(err=as_json)
+        publish_now(store, settings)
+        echo = Progress(err=as_json)
         echo.line(f"run {run_id} of {name} v{version} started"
                   + (" (in this process)" if local else f" (broker {redact_url(settings.broker_url)})"))
-        document = _follow(store, run_id, echo, timeout, hint=not local)
+        document = follow_run(store, run_id, echo, timeout, hint=not local)
     finally:
         threads.join()
     if as_json:
-        click.echo(json.dumps(_public_document(document), indent=2, default=str))
+        click.echo(json.dumps(public_document(document), indent=2, default=str))
     else:
-        _print_summary(document, echo)
+        print_summary(document, echo)
     raise SystemExit(0 if document.get("status") == "completed" else 1)
 
 
-def _publish_now(store: Any, settings: Settings) -> None:
+def publish_now(store: Any, settings: Settings) -> None:
     """Relay the outbox once, so the first step starts now rather than at a coordinator's next poll.
 
     Best effort: if the broker is unreachable the rows stay and a coordinator relays them.
@@ -179,7 +179,7 @@ def _publish_now(store: Any, settings: Settings) -> None:
         broker.close()
 
 
-def _text_params(store: Any, name: str, version: int) -> frozenset[str]:
+def text_params(store: Any, name: str, version: int) -> frozenset[str]:
     """The params that ``name`` v``version`` declares as ``string`` (nullable or not)."""
     spec = store.get_version(name, version).get("spec") or {}
     return frozenset(p["name"] for p in spec.get("params") or []
@@ -202,7 +202,7 @@ def _pick_workflow(deployed: Sequence[Any], wanted: str | None, file: str) -> st
     raise click.UsageError(f"{file} declares several workflows ({', '.join(names)}); choose one with --workflow")
 
 
-class _Progress:
+class Progress:
     """Progress lines with the time since the start; colours only on a terminal (click strips them)."""
 
     COLOURS = {"completed": "green", "failed": "red", "retrying": "yellow", "processing": "cyan",
@@ -241,7 +241,7 @@ def _step_label(step: dict[str, Any]) -> str:
     return label
 
 
-def _follow(store: Any, run_id: Any, echo: _Progress, timeout: float | None, *, hint: bool) -> dict[str, Any]:
+def follow_run(store: Any, run_id: Any, echo: Progress, timeout: float | None, *, hint: bool) -> dict[str, Any]:
     """Poll the run until it ends (or ``timeout``), printing each status change of a step."""
     seen: dict[tuple[Any, ...], tuple[Any, Any]] = {}
     run_status = None
@@ -281,7 +281,7 @@ def _follow(store: Any, run_id: Any, echo: _Progress, timeout: float | None, *, 
         delay = min(delay * 1.5, 0.25)
 
 
-def _public_document(document: dict[str, Any]) -> dict[str, Any]:
+def public_document(document: dict[str, Any]) -> dict[str, Any]:
     """The run document with its documented keys first (extra keys the store adds are kept)."""
     keys = ("id", "workflow", "version", "status", "params", "output", "error", "steps")
     ordered = {key: document.get(key) for key in keys}
@@ -289,7 +289,7 @@ def _public_document(document: dict[str, Any]) -> dict[str, Any]:
     return ordered
 
 
-def _print_summary(document: dict[str, Any], echo: _Progress) -> None:
+def print_summary(document: dict[str, Any], echo: Progress) -> None:
     status = document.get("status")
     echo.line(f"run {document.get('id')} {status}", status)
     if document.get("output") is not None:

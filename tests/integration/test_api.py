@@ -525,7 +525,7 @@ def _mutating_routes(app: Flask) -> list[tuple[str, str]]:
 def test_every_mutation_refuses_a_missing_or_wrong_token(app: Flask) -> None:
     client = app.test_client()
     routes = _mutating_routes(app)
-    assert len(routes) == 14  # with POST /api/runs/<run_id>/steps/<step>/approve
+    assert len(routes) == 15  # with approve and POST /api/workflows/<name>/runs/batch
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
             response = client.open(path, method=method, json={}, headers=headers)

@@ -138,7 +138,7 @@ def test_a_process_waits_for_the_database(command, started, postgres_url, amqp_u
     assert "retrying in" in proc.text()
     pg_proxy.restore()
     proc.wait_for(started, timeout=40)
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.text()
 
 
 def test_flow_serve_answers_not_ready_until_the_database_is_up(postgres_url, migrated_schema, pg_proxy,
@@ -152,7 +152,7 @@ def test_flow_serve_answers_not_ready_until_the_database_is_up(postgres_url, mig
     proc.wait_for(WAIT_LINE)
     pg_proxy.restore()
     _wait_ready(port, 200)
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.text()
 
 
 def test_flow_up_answers_not_ready_until_the_database_is_up(postgres_url, amqp_url, migrated_schema,
@@ -166,7 +166,7 @@ def test_flow_up_answers_not_ready_until_the_database_is_up(postgres_url, amqp_u
     pg_proxy.restore()
     _wait_ready(port, 200)
     proc.wait_for("coordinator started", timeout=40)
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.text()
 
 
 def test_a_worker_waits_for_the_broker(amqp_url, processes, tmp_path) -> None:
@@ -182,6 +182,6 @@ def test_a_worker_waits_for_the_broker(amqp_url, processes, tmp_path) -> None:
         assert proc.proc.poll() is None and "flow.worker: worker " not in proc.text()
         proxy.restore()
         proc.wait_for("flow.worker: worker ", timeout=60)  # "worker NAME consuming http_request"
-        assert proc.stop() == 0
+        assert proc.stop() == 0, proc.text()
     finally:
         proxy.close()

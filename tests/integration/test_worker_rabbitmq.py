@@ -235,6 +235,34 @@ def test_stop_finishes_what_it_can_and_hands_back_the_rest(broker, start_worker,
         results(broker, 1, timeout=0.5)
 
 
+def test_a_stop_during_a_backlog_returns_and_loses_nothing(broker, amqp_url) -> None:
+    # Given a backlog of quick tasks, and workers that start on it (a full prefetch window at once)
+    # and are stopped as soon as they consume, while their first deliveries arrive (as SIGTERM
+    # right after start does; before the fix a worker handed each delivery back as a copy to the
+    # queue it was still consuming, got another one for each, and circulated the backlog until it
+    # was killed, so that `flow up` did not stop),
+    settings = Settings(database_url="sqlite://", broker_url=amqp_url, prefetch=50)
+    backlog = [task("noop", {"output": i}) for i in range(3000)]
+    publish(broker, *backlog)
+    for _ in range(5):
+        worker = Worker(settings, ("noop",), concurrency=4, registry=Registry.with_builtins(), grace_period=2.0)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        assert worker.consuming.wait(10)
+        worker.stop()
+        thread.join(10)
+        # then each returns,
+        assert not thread.is_alive(), "the worker did not stop within 10 s with a backlog in its queue"
+
+    # and every task was either reported or is back in its queue, none both.
+    reported = results(broker, 0, timeout=1.0)
+    done = {task_id for task_id, rs in reported.items() if rs[-1].status == "completed"}
+    left = [TaskMessage.decode(m.body).task_id
+            for m in read(broker, topology.task_queue("noop"), len(backlog) - len(done), timeout=10)]
+    assert not done & set(left), "a task was both completed and handed back"
+    assert done | set(left) == {t.task_id for t in backlog}
+
+
 def _connection_pids(name: str) -> list[str]:
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],

@@ -81,6 +81,13 @@ def _engine_error(exc: Exception) -> ApiError | None:
     return ApiError(400, "bad_request", message)
 
 
+def engine_error_body(exc: Exception) -> dict[str, Any]:
+    """``{code, message, details}`` of an engine error, as an error answer would carry it (the
+    batch start answers each entry's error this way)."""
+    error = _engine_error(exc) or ApiError(400, "bad_request", str(exc) or type(exc).__name__)
+    return {"code": error.code, "message": error.message, "details": error.details}
+
+
 def _domain_error(exc: Exception) -> ApiError | None:
     """Errors of the schedule modules: a bad schedule → 422, an unknown one → 404."""
     from engine.core.timing import ScheduleError

@@ -40,10 +40,43 @@ def run_document(run_id: str) -> Any:
 )
 def start(name: str) -> Response:
     body = json_body(schemas.START_RUN, optional=True)
-    run_id = store().start_run(name, body.get("params") or {}, version=body.get("version"),
-                               idempotency_key=idempotency_key())
-    run_id = str(run_id)
-    return json_response(run_document(run_id), 201, {"Location": url_for(".get", run_id=run_id)})
+    outcome = store().start(name, [(body.get("params") or {}, idempotency_key())],
+                            version=body.get("version"))[0]
+    if outcome.error is not None:
+        raise outcome.error
+    run_id = str(outcome.run_id)
+    return json_response(outcome.document, 201, {"Location": url_for(".get", run_id=run_id)})
+
+
+MAX_BATCH = 1000
+
+
+@bp.post("/workflows/<name>/runs/batch")
+@operation(
+    "Start many runs of a workflow in one call (one transaction)",
+    tag="runs", role="operator", body="StartRuns",
+    description="Up to 1,000 entries, each `{params, idempotency_key}`. Entries are independent (not "
+                "all-or-nothing): one whose params do not fit, or whose key started a run of another "
+                "workflow, is answered with its error and starts nothing; every other entry starts, and "
+                "all the runs started commit together, with their first messages. A key that started a "
+                "run before answers that run (as the single start does), also within one call.",
+    responses={200: ("One entry per request entry, in order: `{index, run}` or `{index, error}`", "StartedRuns"),
+               400: ("Malformed body (or more than 1,000 entries)", "Error"),
+               404: ("No such workflow or version", "Error")},
+)
+def start_batch(name: str) -> Response:
+    from web.api.errors import engine_error_body
+
+    body = json_body(schemas.START_RUNS)
+    entries = [(entry.get("params") or {}, entry.get("idempotency_key")) for entry in body["runs"]]
+    outcomes = store().start(name, entries, version=body.get("version"))
+    answer = []
+    for index, outcome in enumerate(outcomes):
+        if outcome.error is not None:
+            answer.append({"index": index, "error": engine_error_body(outcome.error)})
+        else:
+            answer.append({"index": index, "run": outcome.document})
+    return json_response({"runs": answer})
 
 
 @bp.get("/runs")
@@ -82,10 +115,28 @@ def _page(page: Any) -> dict[str, Any]:
 
 
 @bp.get("/runs/<run_id>")
-@operation("A run with every step and attempt", tag="runs", role="viewer",
-           responses={200: ("The run document", "Run"), **RUN_ERRORS})
+@operation("A run with every step and attempt; with ?wait=, once it is terminal", tag="runs", role="viewer",
+           query=schemas.GET_RUN_QUERY,
+           description="With `wait`, the answer comes when the run reaches a terminal status (at once if "
+                       "it has) or when the time is up, whichever is first; the status tells which.",
+           responses={200: ("The run document", "Run"), 400: ("Bad wait", "Error"), **RUN_ERRORS,
+                      503: ("Too many waiting requests on this server: poll, or retry shortly", "Error")})
 def get(run_id: str) -> Response:
-    return json_response(run_document(run_id))
+    args = query_args(schemas.GET_RUN_QUERY)
+    if "wait" not in args:
+        return json_response(run_document(run_id))
+    from web.api.waiting import parse_wait, waiters
+
+    seconds = parse_wait(args["wait"])
+    try:
+        document = waiters().wait(run_id, seconds, lambda: run_document(run_id))
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        response = json_response({"error": {"code": exc.code, "message": exc.message, "details": exc.details}},
+                                 503, {"Retry-After": "1"})
+        return response
+    return json_response(document)
 
 
 @bp.get("/runs/<run_id>/logs")

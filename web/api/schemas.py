@@ -135,6 +135,47 @@ START_RUN: Schema = {
     "additionalProperties": False,
 }
 
+START_RUNS: Schema = {
+    "type": "object",
+    "required": ["runs"],
+    "properties": {
+        "runs": {
+            "type": "array", "minItems": 1, "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "params": {"type": "object", "description": "Values of the workflow's typed params."},
+                    "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                                        "description": "Like the Idempotency-Key header of a single start."},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "version": {"type": "integer", "minimum": 1, "description": "A version to pin; default the latest."},
+    },
+}
+
+STARTED_RUNS: Schema = {
+    "type": "object",
+    "required": ["runs"],
+    "properties": {
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0, "description": "The entry's position in the request."},
+                    "run": ref("Run"),
+                    "error": {"type": "object", "required": ["code", "message"],
+                              "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                             "details": {}}},
+                },
+            },
+        },
+    },
+}
+
 APPROVE: Schema = {
     "type": "object",
     "required": ["approved"],
@@ -156,6 +197,16 @@ LIST_RUNS_QUERY: Schema = {
         "until": {"type": "string", "format": "date-time", "description": "Runs created before (ISO 8601)."},
         "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
         "cursor": {"type": "string", "minLength": 1, "description": "`next_cursor` of the previous page."},
+    },
+}
+
+GET_RUN_QUERY: Schema = {
+    "type": "object",
+    "properties": {
+        "wait": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m)?\s*$",
+                 "description": "Hold the request until the run is terminal or this much time passed "
+                                "(`30s`, `500ms`, `1m`, or seconds; at most 60 s). 503 `too_many_waiters` "
+                                "when the server already holds as many waiting requests as it allows."},
     },
 }
 
@@ -380,6 +431,8 @@ COMPONENTS: dict[str, Schema] = {
     "Deployed": DEPLOYED,
     "WorkflowList": WORKFLOW_LIST,
     "StartRun": START_RUN,
+    "StartRuns": START_RUNS,
+    "StartedRuns": STARTED_RUNS,
     "Approve": APPROVE,
     "Run": RUN,
     "RunPage": RUN_PAGE,
