@@ -152,12 +152,15 @@ def _gunicorn(factory: Callable[[], Any], host: str, port: int, workers: int, th
     process building its own app after the fork (its own database pool and listener)."""
     from gunicorn.app.base import BaseApplication
 
+    from web.gunicorn_errors import WORKER_CLASS
+
     class FlowServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers,
-                "worker_class": "gthread",
+                # gthread, with gunicorn's own refusals (414/431 and friends) in JSON
+                "worker_class": WORKER_CLASS,
                 "threads": threads,
                 "keepalive": 30,  # clients keep their connection between calls
                 "timeout": 120,  # a worker silent this long is restarted (waits answer within 60 s)
