@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 from datetime import timedelta
-from typing import Any
 
 from bench.dashboard_bench import ADMIN_URL, _drop, _fresh_database, fill, logged_in_client
 
