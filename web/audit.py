@@ -15,7 +15,6 @@ from flask import Response, g, request
 
 from engine.core.errors import NotFound
 from engine.store.audit import AuditRecord
-from web.api.context import store
 
 log = logging.getLogger("flow.audit")
 
@@ -24,6 +23,7 @@ ACTIONS: dict[str, str] = {
     "api.workflows.deploy": "workflow.deploy",
     "api.runs.start": "run.start",
     "dashboard.workflows.start": "run.start",
+    "api.runs.start_batch": "run.start_batch",
     "api.runs.cancel": "run.cancel",
     "dashboard.runs.cancel": "run.cancel",
     "api.runs.retry": "run.retry",
@@ -90,6 +90,8 @@ def record_action(action: str, outcome: str, *, actor_name: str | None = None, t
                   run_id: str | None = None, status: int | None = None, detail: str | None = None) -> None:
     """Write one audit row for the current request. A failure to write is logged, not raised: the
     action itself has happened and its answer must reach the client."""
+    from web.api.context import store  # here: web.api's auth imports this module
+
     name, via = actor()
     event = AuditRecord(actor=actor_name or name, via=via, action=action, outcome=outcome, target=target,
                         run_id=run_id, client_address=client_address(), status=status, detail=detail)
@@ -122,6 +124,8 @@ def _target(action: str, response: Response) -> tuple[str | None, str | None]:
         elif action == "workflow.deploy" and isinstance(body.get("name"), str):
             target = f"workflow {body['name']}"
     if run_id is None and "task_id" in args:
+        from web.api.context import store
+
         try:
             run_id = store().get_task(args["task_id"]).get("run_id")
         except NotFound:
