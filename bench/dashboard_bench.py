@@ -119,15 +119,32 @@ def fill(database_url: str, tasks: int) -> str:
         return str(conn.execute(sa.text("SELECT md5('run' || :r)::uuid::text"), {"r": (runs // 50) * 50 or 1}).scalar_one())
 
 
+BENCH_PASSWORD = "bench-password"
+
+
+def logged_in_client(app: Any) -> Any:
+    """A test client logged in through the form as a new admin (a server-side session)."""
+    import re
+
+    username = f"bench_{uuid.uuid4().hex[:8]}"
+    app.extensions["flow"].store.create_user(username, BENCH_PASSWORD, "admin")
+    client = app.test_client()
+    form = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token, "no CSRF token on the login form"
+    answer = client.post("/login", data={"username": username, "password": BENCH_PASSWORD,
+                                         "csrf_token": token.group(1)})
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+    return client
+
+
 def measure(database_url: str, run_id: str, repeat: int) -> list[tuple[str, float, float]]:
     from engine.settings import Settings
     from web import create_app
 
     app = create_app({"TESTING": True}, settings=Settings(database_url=database_url, broker_url="memory://",
                                                           secret_key="bench"))
-    client = app.test_client()
-    with client.session_transaction() as session:
-        session["user"], session["role"] = "bench", "admin"
+    client = logged_in_client(app)
     pages = [
         ("overview", "/"),
         ("overview fragment (poll)", "/"),

@@ -56,6 +56,18 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    from engine.core.durations import parse_duration
+
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from None
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name) or ""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -131,6 +143,17 @@ class Settings:
     metrics_port: int = 0  # FLOW_METRICS_PORT: /metrics of coordinator, worker, scheduler (0 = off)
     metrics_host: str = "127.0.0.1"
     retention_days: float = 0.0  # FLOW_RETENTION_DAYS: the scheduler prunes older finished work (0 = off)
+    # FLOW_SESSION_IDLE / FLOW_SESSION_LIFETIME: a dashboard session ends after this long without a
+    # request, and this long after its login whatever happens.
+    session_idle_seconds: float = 8 * 3600.0
+    session_lifetime_seconds: float = 7 * 86400.0
+    # FLOW_COOKIE_SECURE: mark the session cookie Secure even when the request came over plain HTTP
+    # (it is Secure anyway whenever the request came over HTTPS).
+    cookie_secure: bool = False
+    # FLOW_TRUSTED_PROXIES: how many reverse proxies sit in front of `flow serve`. With 1 or more,
+    # X-Forwarded-For/-Proto/-Host from that many hops are believed (werkzeug's ProxyFix); with 0
+    # (the default) they are ignored, since any client could send them.
+    trusted_proxies: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -166,6 +189,10 @@ class Settings:
             metrics_port=_int(env, "FLOW_METRICS_PORT", 0, 0),
             metrics_host=env.get("FLOW_METRICS_HOST") or "127.0.0.1",
             retention_days=_float(env, "FLOW_RETENTION_DAYS", 0.0, 0.0),
+            session_idle_seconds=_duration(env, "FLOW_SESSION_IDLE", 8 * 3600.0),
+            session_lifetime_seconds=_duration(env, "FLOW_SESSION_LIFETIME", 7 * 86400.0),
+            cookie_secure=_bool(env, "FLOW_COOKIE_SECURE", False),
+            trusted_proxies=_int(env, "FLOW_TRUSTED_PROXIES", 0, 0),
             secrets=step_secrets(env),
         )
 

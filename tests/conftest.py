@@ -134,3 +134,18 @@ def amqp_url() -> str:
         _unavailable("RabbitMQ", exc)
     yield url
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+# -- test clients from addresses of their own -------------------------------------------------------
+# The login throttle counts failures per client address in the database, which the tests of a
+# session share; with every test client at 127.0.0.1, the wrong tokens and passwords that tests send
+# on purpose would add up and turn later answers into 429.
+
+
+@pytest.fixture(autouse=True)
+def _fresh_client_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask import Flask
+
+    from tests.addresses import FreshAddressClient
+
+    monkeypatch.setattr(Flask, "test_client_class", FreshAddressClient)

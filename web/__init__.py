@@ -52,6 +52,9 @@ def create_app(
         SECRET_KEY=settings.secret_key or secrets.token_hex(32),
         API_READ_AUTH=not settings.api_open_reads,
     )
+    from web import cookies  # the session cookie's name and flags; trusted proxies
+
+    cookies.init_app(app, settings)
     if test_config is not None:
         app.config.from_mapping(test_config)
     db_engine, store = _open_store(settings, store)

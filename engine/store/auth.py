@@ -26,10 +26,12 @@ from engine.core.errors import Conflict, InvalidParams, NotFound
 from engine.store.context import StoreContext, aware, iso, new_id
 from engine.store.db import read_only
 from engine.store.listen import TOKENS_CHANNEL
-from engine.store.models import ApiToken, User
+from engine.store.models import ApiToken, DashboardSession, User
+from engine.store.sessions import end_user_sessions_in
 
 api_tokens = cast(Table, ApiToken.__table__)
 users = cast(Table, User.__table__)
+sessions = cast(Table, DashboardSession.__table__)
 
 ROLES = ("viewer", "operator", "admin")
 TOKEN_PREFIX = "flow_"
@@ -55,6 +57,23 @@ class UserInfo:
     created_at: str | None
 
 
+@dataclass(frozen=True)
+class TokenIdentity:
+    """An active API token: its name (for the audit trail and approvals) and role."""
+
+    name: str
+    role: str
+
+
+class TokenExpired(Exception):
+    """A known token past its ``expires_at``: refused like an unknown one, but the message says why."""
+
+    def __init__(self, name: str, expired_at: str) -> None:
+        super().__init__(f"the token {name!r} expired at {expired_at}; create a new one with `flow token create`")
+        self.name = name
+        self.expired_at = expired_at
+
+
 def _check_role(role: str) -> str:
     if role not in ROLES:
         raise InvalidParams([f"role {role!r} is not one of {', '.join(ROLES)}"])
@@ -69,18 +88,23 @@ def hash_token(token: str) -> str:
 # --- tokens ---------------------------------------------------------------------------------------
 
 
-def create_token(ctx: StoreContext, name: str, role: str) -> tuple[str, str]:
-    """Create a token; ``(id, token)``. The token is returned only here, never stored in clear."""
+def create_token(ctx: StoreContext, name: str, role: str,
+                 expires_in: timedelta | None = None) -> tuple[str, str]:
+    """Create a token, valid for ``expires_in`` (None: until revoked); ``(id, token)``. The token is
+    returned only here, never stored in clear."""
     _check_role(role)
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidParams(["token name must be 1 to 200 characters"])
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise InvalidParams(["a token's lifetime must be positive"])
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = new_id()
     with ctx.engine.begin() as conn:
         conn.execute(api_tokens.insert().values(
             id=token_id, user_id=None, name=name, token_hash=hash_token(token),
             prefix=token[:SHOWN_PREFIX_LENGTH], role=role, created_at=ctx.now(),
+            expires_at=ctx.now() + expires_in if expires_in is not None else None,
         ))
     return token_id, token
 
@@ -121,6 +145,7 @@ def list_tokens(ctx: StoreContext, include_revoked: bool = True) -> list[dict[st
             "created_at": iso(r["created_at"]),
             "last_used_at": iso(r["last_used_at"]),
             "revoked_at": iso(r["revoked_at"]),
+            "expires_at": iso(r["expires_at"]),
         }
         for r in rows
     ]
@@ -129,8 +154,10 @@ def list_tokens(ctx: StoreContext, include_revoked: bool = True) -> list[dict[st
 @dataclass
 class _Cached:
     token_id: str
+    name: str
     role: str
     last_used: datetime | None
+    expires_at: datetime | None
 
 
 class _TokenCache:
@@ -170,8 +197,12 @@ def _cache(ctx: StoreContext) -> tuple[_TokenCache, bool]:
 _CACHE_SETUP = threading.Lock()
 
 
-def authenticate_token(ctx: StoreContext, token: str) -> str | None:
-    """The role of an active token, or None (unknown or revoked)."""
+def authenticate_token(ctx: StoreContext, token: str) -> TokenIdentity | None:
+    """The name and role of an active token, or None (unknown or revoked).
+
+    Raises:
+        TokenExpired: a known, unrevoked token past its expiry (checked on cache hits too).
+    """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
@@ -182,22 +213,27 @@ def authenticate_token(ctx: StoreContext, token: str) -> str | None:
             hit = cache.entries.get(digest)
             generation = cache.generation
         if hit is not None:
+            if hit.expires_at is not None and now >= hit.expires_at:
+                raise TokenExpired(hit.name, hit.expires_at.isoformat())
             if hit.last_used is None or now - hit.last_used >= LAST_USED_RESOLUTION:
                 hit.last_used = now
                 _touch(ctx, hit.token_id, now)
-            return hit.role
+            return TokenIdentity(name=hit.name, role=hit.role)
     else:
         generation = cache.generation
     with read_only(ctx.engine) as conn:
         row = conn.execute(
-            select(api_tokens.c.id, api_tokens.c.token_hash, api_tokens.c.role,
-                   api_tokens.c.revoked_at, api_tokens.c.last_used_at)
+            select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.token_hash, api_tokens.c.role,
+                   api_tokens.c.revoked_at, api_tokens.c.last_used_at, api_tokens.c.expires_at)
             .where(api_tokens.c.token_hash == digest)
         ).mappings().first()
     # The index finds the row by hash; comparing the hash again in constant time costs nothing and
     # keeps the check independent of how the database compares strings.
     if row is None or not hmac.compare_digest(row["token_hash"], digest) or row["revoked_at"] is not None:
         return None
+    expires = aware(row["expires_at"])
+    if expires is not None and now >= expires:
+        raise TokenExpired(str(row["name"]), expires.isoformat())
     last = aware(row["last_used_at"])
     if last is None or now - last >= LAST_USED_RESOLUTION:
         _touch(ctx, row["id"], now)
@@ -205,8 +241,8 @@ def authenticate_token(ctx: StoreContext, token: str) -> str | None:
     if usable:
         with cache.lock:
             if cache.generation == generation:
-                cache.entries[digest] = _Cached(row["id"], str(row["role"]), last)
-    return str(row["role"])
+                cache.entries[digest] = _Cached(row["id"], str(row["name"]), str(row["role"]), last, expires)
+    return TokenIdentity(name=str(row["name"]), role=str(row["role"]))
 
 
 def _touch(ctx: StoreContext, token_id: str, now: datetime) -> None:
@@ -260,22 +296,51 @@ def authenticate_user(ctx: StoreContext, username: str, password: str) -> UserIn
     return _user_info(row)
 
 
-def _update_user(ctx: StoreContext, username: str, **values: Any) -> None:
+def _update_user(ctx: StoreContext, username: str, *, end_sessions: bool, **values: Any) -> None:
+    """Change the user's row; with ``end_sessions``, end their open sessions in the same transaction,
+    so that no request slips in between with the old credentials."""
     with ctx.engine.begin() as conn:
-        changed = conn.execute(update(users).where(users.c.username == username).values(**values)).rowcount
-    if not changed:
-        raise NotFound("user", username, "see `flow user list`")
+        user_id = conn.execute(select(users.c.id).where(users.c.username == username)).scalar()
+        if user_id is None:
+            raise NotFound("user", username, "see `flow user list`")
+        conn.execute(update(users).where(users.c.id == user_id).values(**values))
+        if end_sessions:
+            end_user_sessions_in(conn, str(user_id), ctx.now())
 
 
 def set_password(ctx: StoreContext, username: str, password: str) -> None:
-    """Replace a user's password. Raises NotFound or InvalidParams (too short)."""
+    """Replace a user's password and end their sessions. Raises NotFound or InvalidParams (too short)."""
     _check_password(password)
-    _update_user(ctx, username, password_hash=generate_password_hash(password, method="scrypt"))
+    _update_user(ctx, username, end_sessions=True,
+                 password_hash=generate_password_hash(password, method="scrypt"))
 
 
 def disable_user(ctx: StoreContext, username: str) -> None:
-    """Disable a user: their password no longer logs in. Raises NotFound."""
-    _update_user(ctx, username, disabled=True)
+    """Disable a user: their password no longer logs in and their sessions end. Raises NotFound."""
+    _update_user(ctx, username, end_sessions=True, disabled=True)
+
+
+def enable_user(ctx: StoreContext, username: str) -> None:
+    """Let a disabled user log in again (their old sessions stay ended). Raises NotFound."""
+    _update_user(ctx, username, end_sessions=False, disabled=False)
+
+
+def set_role(ctx: StoreContext, username: str, role: str) -> None:
+    """Give a user another role; their sessions end (they log in again with it). Raises NotFound or
+    InvalidParams (unknown role)."""
+    _check_role(role)
+    _update_user(ctx, username, end_sessions=True, role=role)
+
+
+def delete_user(ctx: StoreContext, username: str) -> None:
+    """Remove a user and their sessions. Raises NotFound."""
+    with ctx.engine.begin() as conn:
+        user_id = conn.execute(select(users.c.id).where(users.c.username == username)).scalar()
+        if user_id is None:
+            raise NotFound("user", username, "see `flow user list`")
+        conn.execute(sessions.delete().where(sessions.c.user_id == user_id))
+        conn.execute(update(api_tokens).where(api_tokens.c.user_id == user_id).values(user_id=None))
+        conn.execute(users.delete().where(users.c.id == user_id))
 
 
 def list_users(ctx: StoreContext) -> list[UserInfo]:
@@ -283,12 +348,3 @@ def list_users(ctx: StoreContext) -> list[UserInfo]:
     with read_only(ctx.engine) as conn:
         rows = conn.execute(select(users).order_by(users.c.username)).mappings().all()
     return [_user_info(r) for r in rows]
-
-
-def token_name(ctx: StoreContext, token: str) -> str | None:
-    """The name of an active API token (for ``by`` of an approval), else None."""
-    with ctx.engine.connect() as conn:
-        row = conn.execute(
-            select(api_tokens.c.name, api_tokens.c.revoked_at).where(api_tokens.c.token_hash == hash_token(token))
-        ).first()
-    return str(row.name) if row is not None and row.revoked_at is None else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -42,7 +42,8 @@ from engine.store import (
     timers,
     versions,
 )
-from engine.store.auth import UserInfo
+from engine.store.access import AccessStore
+from engine.store.auth import TokenIdentity, UserInfo
 from engine.store.context import BatchOutcome, DeployedVersion, OutboxMessage, StoreContext
 
 __all__ = ["Store", "BatchOutcome", "DeployedVersion", "OutboxMessage", "UserInfo"]
@@ -73,6 +74,8 @@ class Store:
     ) -> None:
         self.engine = engine
         self._ctx = StoreContext(engine, clock, rng, lease_seconds, max_deliveries)
+        # Dashboard sessions, login throttling and the audit trail.
+        self.access = AccessStore(self._ctx)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -211,10 +214,6 @@ class Store:
         the task ids answered. Raises NotFound or IllegalTransition (the step is not waiting)."""
         return internal_timers.approve_step(self._ctx, run_id, step, approved, by, comment, item)
 
-    def token_name(self, token: str) -> str | None:
-        """The name of an active API token, else None."""
-        return auth.token_name(self._ctx, token)
-
     # --- coordinator ----------------------------------------------------------------------------
 
     def apply_results(self, messages: Sequence[ResultMessage]) -> BatchOutcome:
@@ -276,9 +275,9 @@ class Store:
 
     # --- auth -----------------------------------------------------------------------------------
 
-    def create_token(self, name: str, role: str) -> tuple[str, str]:
+    def create_token(self, name: str, role: str, expires_in: timedelta | None = None) -> tuple[str, str]:
         """A new API token: ``(id, token)``; the token is shown only now. Raises InvalidParams."""
-        return auth.create_token(self._ctx, name, role)
+        return auth.create_token(self._ctx, name, role, expires_in)
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke a token at once. Raises NotFound."""
@@ -292,8 +291,8 @@ class Store:
         callback)``, ``on_reset(callback)``, ``healthy``. Started on first use."""
         return self._ctx.notifications()
 
-    def authenticate_token(self, token: str) -> str | None:
-        """The role of an active token, else None (unknown or revoked)."""
+    def authenticate_token(self, token: str) -> TokenIdentity | None:
+        """The name and role of an active token, else None (unknown or revoked). Raises TokenExpired."""
         return auth.authenticate_token(self._ctx, token)
 
     def create_user(self, username: str, password: str, role: str) -> UserInfo:
@@ -312,3 +311,12 @@ class Store:
 
     def disable_user(self, username: str) -> None:
         auth.disable_user(self._ctx, username)
+
+    def enable_user(self, username: str) -> None:
+        auth.enable_user(self._ctx, username)
+
+    def set_role(self, username: str, role: str) -> None:
+        auth.set_role(self._ctx, username, role)
+
+    def delete_user(self, username: str) -> None:
+        auth.delete_user(self._ctx, username)

@@ -343,6 +343,65 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Null: the token never expires (`flow token create --expires 30d` sets it; migration 0007).
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class DashboardSession(Base):
+    """A dashboard login. The cookie carries the signed session key; only its SHA-256 is stored here,
+    so that a copy of the table does not let anyone in. Ending a session sets ``ended_at``."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index(None, "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    # The role at login: a role change refuses the session (the user logs in again with the new role).
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Written at most once a minute (SESSION_TOUCH_RESOLUTION), so a page view is not a write.
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """A failed password or token check, for throttling (``engine/store/throttle.py``). Kept in the
+    database, not in memory, so that the limit holds across ``flow serve`` processes and restarts."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index(None, "username", "created_at"), Index(None, "client_address", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # "password" (the dashboard's login form) or "token" (a bearer token of the API).
+    kind: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str | None] = mapped_column(String(150))
+    client_address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class AuditEvent(Base):
+    """One operator action (``engine/store/audit.py``): who, what, on what, when, from where, outcome."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index(None, "at"), Index(None, "run_id"), Index(None, "actor", "at"),
+                      Index(None, "action", "at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    # The user's name, the token's name, "admin" (FLOW_API_TOKEN), "local" (the open embedded
+    # default) or, for `flow token` and `flow user`, "cli:<OS user>".
+    actor: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    # "dashboard", "api" or "cli".
+    via: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    # "ok", "refused" (auth, throttle, CSRF) or "failed" (the action was not possible).
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class Counter(Base):

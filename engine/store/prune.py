@@ -7,7 +7,9 @@ What goes (each older than the cutoff):
 - finished standalone tasks (no run) with their logs and dead letters;
 - task logs of tasks that are not in flight (a long run's old lines);
 - closed dead letters (requeued or discarded);
-- schedule fires (the schedule's newer fires keep its at-most-once key).
+- schedule fires (the schedule's newer fires keep its at-most-once key);
+- audit rows, dashboard sessions last seen before the cutoff, and failed logins (the throttle only
+  looks 15 minutes back).
 
 Each batch is its own short transaction that deletes at most ``batch_size`` rows of the table it
 picks from (a run's tasks and logs go with it). On PostgreSQL the rows are picked with ``FOR
@@ -30,7 +32,7 @@ from sqlalchemy.orm import aliased
 
 from engine.core.states import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES
 from engine.observability import metrics
-from engine.store.models import DeadLetter, Run, RunSearchKey, ScheduleFire, Task, TaskLog
+from engine.store.models import AuditEvent, DashboardSession, DeadLetter, LoginFailure, Run, RunSearchKey, ScheduleFire, Task, TaskLog
 
 log = logging.getLogger("flow.prune")
 
@@ -40,10 +42,14 @@ tasks = cast(Table, Task.__table__)
 task_logs = cast(Table, TaskLog.__table__)
 dead_letters = cast(Table, DeadLetter.__table__)
 schedule_fires = cast(Table, ScheduleFire.__table__)
+audit_events = cast(Table, AuditEvent.__table__)
+sessions = cast(Table, DashboardSession.__table__)
+login_failures = cast(Table, LoginFailure.__table__)
 
 TERMINAL_RUNS = sorted(s.value for s in TERMINAL_RUN_STATUSES)
 TERMINAL_TASKS = sorted(s.value for s in TERMINAL_TASK_STATUSES)
-TABLES = ("runs", "tasks", "task_logs", "dead_letters", "schedule_fires")
+TABLES = ("runs", "tasks", "task_logs", "dead_letters", "schedule_fires", "audit_events", "sessions",
+          "login_failures")
 
 
 @dataclass
@@ -117,6 +123,19 @@ def _old_fires(cutoff: datetime) -> Select[Any]:
             .order_by(schedule_fires.c.id))
 
 
+def _old_audit(cutoff: datetime) -> Select[Any]:
+    return select(audit_events.c.id).where(audit_events.c.at < cutoff).order_by(audit_events.c.id)
+
+
+def _old_sessions(cutoff: datetime) -> Select[Any]:
+    # Last seen before the cutoff: ended, or long past any idle timeout.
+    return select(sessions.c.id).where(sessions.c.last_seen_at < cutoff).order_by(sessions.c.id)
+
+
+def _old_failures(cutoff: datetime) -> Select[Any]:
+    return select(login_failures.c.id).where(login_failures.c.created_at < cutoff).order_by(login_failures.c.id)
+
+
 def _runs_batch(conn: Connection, pg: bool, cutoff: datetime, n: int, counts: dict[str, int]) -> int:
     run_ids = list(conn.execute(_lock(pg, _old_runs(cutoff).limit(n), runs)).scalars())
     if not run_ids:
@@ -156,6 +175,9 @@ STAGES: tuple[tuple[str, Callable[..., int]], ...] = (
     ("task_logs", _simple_batch(task_logs, _old_logs, "task_logs")),
     ("dead_letters", _simple_batch(dead_letters, _closed_dead_letters, "dead_letters")),
     ("schedule_fires", _simple_batch(schedule_fires, _old_fires, "schedule_fires")),
+    ("audit_events", _simple_batch(audit_events, _old_audit, "audit_events")),
+    ("sessions", _simple_batch(sessions, _old_sessions, "sessions")),
+    ("login_failures", _simple_batch(login_failures, _old_failures, "login_failures")),
 )
 
 
@@ -180,6 +202,9 @@ def _count_dry(engine: Engine, cutoff: datetime) -> dict[str, int]:
                 dead_letters.c.task_id.in_(select(gone_tasks.c.id)),
                 dead_letters.c.id.in_(_closed_dead_letters(cutoff).order_by(None))))),
             "schedule_fires": n(_old_fires(cutoff).order_by(None)),
+            "audit_events": n(_old_audit(cutoff).order_by(None)),
+            "sessions": n(_old_sessions(cutoff).order_by(None)),
+            "login_failures": n(_old_failures(cutoff).order_by(None)),
         }
         conn.rollback()
     return counts

@@ -178,12 +178,14 @@ def _start_web(threads: Threads, settings: Settings, store: Any, served: Sequenc
     from werkzeug.serving import make_server
 
     from web import create_app
+    from web.wire_errors import JsonErrorRequestHandler
 
     app = create_app(settings=settings, store=store, served_task_types=served)
     # werkzeug's threaded server, not waitress (``flow serve``): it can be shut down from here.
     # Like `flow serve`: the embedded default takes requests without a token, so loopback only.
     host = "127.0.0.1" if settings.embedded else "0.0.0.0"
-    server = make_server(host, settings.port, app, threaded=True)
+    # JsonErrorRequestHandler: the server's own 414 and 431 in the API's JSON envelope, not HTML.
+    server = make_server(host, settings.port, app, threaded=True, request_handler=JsonErrorRequestHandler)
     threads.start("flow-web", server.serve_forever)
     click.echo(f"flow up: web app on http://127.0.0.1:{settings.port}/", err=True)
     return server

@@ -79,12 +79,14 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int,
     if kind == "gunicorn":
         _gunicorn(lambda: create_app(config, settings=settings), host, port, processes, threads)
         return
-    from waitress import serve as waitress_serve
+    from web.wire_errors import waitress_server
 
     app = create_app(config, settings=settings)
+    # waitress's own refusals (a body past max_request_body_size) come in the API's JSON envelope.
+    server = waitress_server(app, host=host, port=port, threads=threads,
+                             max_request_body_size=2 * 1024 * 1024, ident="flow")
     _stop_on_sigterm()
-    waitress_serve(app, host=host, port=port, threads=threads, max_request_body_size=2 * 1024 * 1024,
-                   ident="flow")
+    server.run()
 
 
 def _check_database(settings: Settings) -> None:
@@ -150,12 +152,15 @@ def _gunicorn(factory: Callable[[], Any], host: str, port: int, workers: int, th
     process building its own app after the fork (its own database pool and listener)."""
     from gunicorn.app.base import BaseApplication
 
+    from web.gunicorn_errors import WORKER_CLASS
+
     class FlowServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers,
-                "worker_class": "gthread",
+                # gthread, with gunicorn's own refusals (414/431 and friends) in JSON
+                "worker_class": WORKER_CLASS,
                 "threads": threads,
                 "keepalive": 30,  # clients keep their connection between calls
                 "timeout": 120,  # a worker silent this long is restarted (waits answer within 60 s)

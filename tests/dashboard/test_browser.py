@@ -244,6 +244,49 @@ def test_compensate_a_run(session: Session, server: dict[str, Any]) -> None:
     session.run_status("compensated")
     assert [r.body for r in server["sink"].effects("/refund")][-1] == {"order": order}
     session.shot("run-compensated")
+    # The run page names who compensated it, beside its history
+    session.page.reload()
+    audit = session.page.locator("section[aria-labelledby=h-audit]")
+    assert "run.compensate" in audit.inner_text() and server["username"] in audit.inner_text()
+
+
+def test_the_session_cookie_flags_in_the_browser(session: Session) -> None:
+    cookie = next(c for c in session.context.cookies() if c["name"] == "flow_session")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and cookie["secure"] is False
+    assert session.page.evaluate("() => document.cookie") == ""  # HttpOnly: scripts cannot read it
+
+
+def test_a_disabled_users_open_page_goes_to_the_login_page(browser: Any, server: dict[str, Any]) -> None:
+    # Given a user logged in, with the runs page open
+    username = unique("leaver")
+    server["store"].create_user(username, PASSWORD, "admin")
+    session = Session(browser, {**server, "username": username})
+    session.goto("/runs")
+    # When an admin disables the account
+    server["store"].disable_user(username)
+    # Then the next click lands on the login page, which says why
+    session.page.click("nav a[href='/workflows']")
+    session.page.wait_for_url(f"{session.base}/login**")
+    assert "Your account was disabled." in session.page.locator("main").inner_text()
+    session.shot("login-disabled", full_page=False)
+    session.context.close()
+
+
+def test_the_login_form_says_when_it_is_throttled(browser: Any, server: dict[str, Any]) -> None:
+    username = unique("target")
+    server["store"].create_user(username, PASSWORD, "viewer")
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    for _ in range(6):  # five wrong passwords, then the right one
+        page.goto(f"{server['url']}/login")
+        page.fill("#username", username)
+        page.fill("#password", "wrong password" if _ < 5 else PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+    assert "Too many failed logins" in page.locator("main").inner_text()
+    assert page.url.endswith("/login")
+    context.close()
 
 
 def test_hostile_payload_neither_runs_nor_sends_a_request(session: Session, server: dict[str, Any]) -> None:

@@ -18,9 +18,11 @@ from flask.testing import FlaskClient
 from engine.core.errors import Conflict, InvalidParams, NotFound
 from engine.settings import Settings
 from engine.store import Store, db
+from engine.store.auth import TokenIdentity
 from engine.store.models import ApiToken, User
 from flow.cli.main import main
 from web import create_app
+from tests.addresses import client_from_new_address
 from web.api.openapi import api_routes
 
 pytestmark = pytest.mark.integration
@@ -102,11 +104,13 @@ def assert_error(response: Any, status: int, code: str) -> str:
 
 
 def test_every_mutation_refuses_missing_wrong_and_revoked_tokens(app: Flask, tokens: dict[str, str]) -> None:
-    client = app.test_client()
     routes = mutating_routes(app)
     assert len(routes) >= 13
     refused = ({}, bearer("wrong"), bearer("flow_" + "x" * 43), bearer(tokens["revoked"]), {"Authorization": BOOTSTRAP})
     for method, path in routes:
+        # A fresh address per route: past 20 wrong tokens from one address the answer is 429
+        # (tests/integration/test_throttle.py).
+        client = client_from_new_address(app)
         for headers in refused:
             response = client.open(path, method=method, json={}, headers=headers)
             message = assert_error(response, 401, "unauthorized")
@@ -214,7 +218,7 @@ def test_tokens_are_stored_hashed_and_listed_by_prefix(store: Store) -> None:
     assert listed["prefix"] and token.startswith(listed["prefix"]) and len(listed["prefix"]) < 16
     assert "token_hash" not in listed and token not in json.dumps(listed)
     assert listed["last_used_at"] is None
-    assert store.authenticate_token(token) == "viewer"
+    assert store.authenticate_token(token) == TokenIdentity(name="hashed", role="viewer")
     assert next(t for t in store.list_tokens() if t["id"] == token_id)["last_used_at"] is not None
     with pytest.raises(InvalidParams):
         store.create_token("bad role", "root")
@@ -262,7 +266,7 @@ def test_token_create_prints_the_token_alone_on_stdout(database: str, store: Sto
                                 env={"DATABASE_URL": database, "BROKER_URL": "memory://"})
     assert result.exit_code == 0, result.output
     token = result.stdout.strip()
-    assert store.authenticate_token(token) == "viewer"
+    assert store.authenticate_token(token) == TokenIdentity(name="plain", role="viewer")
     assert "not shown again" in result.stderr
 
 

@@ -130,6 +130,28 @@ def test_serve_stops_on_sigterm(env: dict[str, str], processes: list[Process]) -
     serve.terminate(grace=15)
 
 
+def test_serve_answers_its_servers_refusals_in_json(env: dict[str, str], processes: list[Process]) -> None:
+    """gunicorn's own answers (a request line or header too long) are the API's JSON envelope."""
+    port = _free_port()
+    serve = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--threads", "2"], env)
+    processes.append(serve)
+    _wait_http(f"http://127.0.0.1:{port}/api/ready", process=serve)
+    # Just past gunicorn's limits (request line 4094, header 16384), so that it has read the whole
+    # request when it answers: unread bytes would make the kernel reset the connection.
+    for request, status in ((b"GET /api/runs?x=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+                            (b"GET /api/runs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 17000 + b"\r\n\r\n", 431)):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split()[1] == str(status).encode(), answer[:300]
+        assert b"Content-Type: application/json" in head, head
+        assert json.loads(body)["error"]["message"], body
+    serve.terminate(grace=15)
+
+
 def test_up_stops_on_sigterm(env: dict[str, str], processes: list[Process]) -> None:
     port = _free_port()
     up = Process(["up"], {**env, "PORT": str(port)})

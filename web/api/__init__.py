@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from web.api import dead_letters, health, openapi, queue_manager, runs, scheduler, schedules, tasks, workflows
+from web.api import audit_log, dead_letters, health, openapi, queue_manager, runs, scheduler, schedules, tasks, workflows
 from web.api.auth import check_request
 from web.api.validation import check_url_text
+from web.audit import record_response
 
-AREAS = (health, queue_manager, tasks, scheduler, schedules, workflows, runs, dead_letters, openapi)
+AREAS = (health, queue_manager, tasks, scheduler, schedules, workflows, runs, dead_letters, audit_log, openapi)
 
 
 def create_blueprint() -> Blueprint:
@@ -20,6 +21,7 @@ def create_blueprint() -> Blueprint:
     api = Blueprint("api", __name__, url_prefix="/api")
     api.before_request(check_request)
     api.before_request(check_url_text)
+    api.after_request(record_response)
     for area in AREAS:
         api.register_blueprint(area.bp)
     return api

@@ -12,20 +12,25 @@ Mutations always need a token. Reads need one too, unless ``FLOW_API_OPEN_READS=
 (SQLite and the in-memory broker, one person on a laptop, listening on 127.0.0.1 only) is open
 unless ``FLOW_API_TOKEN`` is set; a token sent there is still checked, so roles behave the same.
 
-A missing, unknown or revoked token gets 401; a token whose role is too low gets 403. Tokens are
-compared in constant time and never logged or echoed.
+A missing, unknown, revoked or expired token gets 401 (an expired one says so); a token whose role
+is too low gets 403. Tokens are compared in constant time and never logged or echoed. Wrong tokens
+count as failed logins of their client address (``engine/store/throttle.py``): past the limit, the
+next wrong one gets 429 with ``Retry-After`` instead of 401. A right token is never held back: it
+cannot be guessed, and refusing it would let anyone lock a client out by sending garbage from a
+shared address.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
-
 from flask import current_app, request
 
+from engine.store.auth import TokenExpired, TokenIdentity
 from web.api.context import services
 from web.api.errors import ApiError
 from web.api.operations import Role, operation_of
+from web.audit import client_address, set_actor
+from web.security_policy import throttle_policy
 
 ROLE_RANK: dict[str, int] = {"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,16 +46,37 @@ def _bearer() -> str | None:
     return token.strip()
 
 
-def _role_of(token: str) -> str | None:
-    """The role of ``token``, or None if Flow does not know it (or it was revoked)."""
+def identify(token: str) -> TokenIdentity | None:
+    """Who ``token`` is (``admin`` for the server's FLOW_API_TOKEN), or None if Flow does not know
+    it or it was revoked.
+
+    Raises:
+        ApiError: 401 for an expired token.
+    """
     configured = services().settings.api_token
     if configured and hmac.compare_digest(token.encode("utf-8"), configured.encode("utf-8")):
-        return "admin"
-    authenticate: Any = getattr(services().store, "authenticate_token", None)
-    if callable(authenticate):
-        role = authenticate(token)
-        return str(role) if role else None
-    return None
+        return TokenIdentity(name="admin", role="admin")
+    try:
+        return services().store.authenticate_token(token)  # type: ignore[no-any-return]
+    except TokenExpired as exc:
+        raise ApiError(401, "token_expired", f"The bearer token has expired: {exc}.",
+                       {"expired_at": exc.expired_at}) from None
+
+
+def _refuse_unknown_token() -> ApiError:
+    """401 for a wrong token, counted against the client's address; 429 once the address is past
+    the limit."""
+    access = services().store.access
+    policy = throttle_policy()
+    address = client_address()
+    wait = access.retry_after(policy, username=None, client_address=address)
+    if wait is None:
+        access.record_failure(policy, kind="token", username=None, client_address=address)
+    else:  # already held back: not counted again, so that a flood does not grow the table
+        return ApiError(429, "too_many_requests",
+                        f"Too many wrong tokens from {address}; try again in {int(wait)} seconds.",
+                        {"retry_after": int(wait)}, headers={"Retry-After": str(int(wait))})
+    return ApiError(401, "unauthorized", "The bearer token is not valid (unknown or revoked).")
 
 
 def auth_enabled() -> bool:
@@ -81,11 +107,12 @@ def require(role: Role) -> None:
         if not auth_enabled():
             return
         raise ApiError(401, "unauthorized", f"This needs a token with the {role} role. {HOW_TO_GET_ONE}")
-    granted = _role_of(token)
-    if granted is None:
-        raise ApiError(401, "unauthorized", "The bearer token is not valid (unknown or revoked).")
-    if ROLE_RANK.get(granted, 0) < ROLE_RANK[role]:
-        raise ApiError(403, "forbidden", f"This needs the {role} role; the token has the {granted} role.")
+    identity = identify(token)
+    if identity is None:
+        raise _refuse_unknown_token()
+    set_actor(identity.name, "api")
+    if ROLE_RANK.get(identity.role, 0) < ROLE_RANK[role]:
+        raise ApiError(403, "forbidden", f"This needs the {role} role; the token has the {identity.role} role.")
 
 
 def check_request() -> None:

@@ -50,9 +50,13 @@ def _responses(record: Operation, auth: bool) -> dict[str, Any]:
         answers[str(status)] = answer
     error = {"content": {"application/json": {"schema": schemas.ref("Error")}}}
     if auth:
-        answers.setdefault("401", {"description": "No token, or a wrong one", **error})
+        answers.setdefault("401", {"description": "No token, or a wrong, revoked or expired one", **error})
+        answers.setdefault("429", {"description": "Too many wrong tokens from this address; see Retry-After",
+                                   "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                               "description": "Seconds to wait."}}, **error})
     if record.body is not None:
         answers.setdefault("400", {"description": "Malformed JSON or body", **error})
+        answers.setdefault("422", {"description": "A field the body does not take, or invalid values", **error})
         answers.setdefault("413", {"description": "Body over 1 MiB", **error})
         answers.setdefault("415", {"description": "Body is not JSON", **error})
     answers.setdefault("503", {"description": "The database or the broker is down", **error})

@@ -197,18 +197,6 @@ def approve(run_id: str, step: str) -> Response:
 def _caller() -> str:
     """Who answers: the token's name, ``admin`` for FLOW_API_TOKEN, ``anonymous`` without a token
     (the open embedded default)."""
-    import hmac
+    from web.audit import actor
 
-    from flask import request
-
-    from web.api.context import services
-
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return "anonymous"
-    configured = services().settings.api_token
-    if configured and hmac.compare_digest(token.encode("utf-8"), configured.encode("utf-8")):
-        return "admin"
-    name = store().token_name(token)
-    return str(name) if name else "unknown token"
+    return actor()[0]

@@ -38,6 +38,7 @@ CREATE_TASK: Schema = {
         "maxRetries": {"type": "integer", "minimum": 0, "maximum": 99,
                        "description": "The task API's spelling: retries after the first attempt."},
     },
+    "additionalProperties": False,
     "examples": [{"type": "http_request", "payload": {"method": "POST", "url": "https://api.example.com/webhook"}}],
 }
 
@@ -51,6 +52,7 @@ COMPENSATE_TASK: Schema = {
             "description": "For a standalone task: the undo action to run (a run's task uses its step's).",
         },
     },
+    "additionalProperties": False,
 }
 
 SCHEDULED_TASK: Schema = {
@@ -64,6 +66,7 @@ SCHEDULED_TASK: Schema = {
         "run_at": {"type": "string", "format": "date-time", "description": "Alias of scheduledAt."},
     },
     "oneOf": [{"required": ["scheduledAt"]}, {"required": ["run_at"]}],
+    "additionalProperties": False,
 }
 
 RECURRING_TASK: Schema = {
@@ -77,6 +80,7 @@ RECURRING_TASK: Schema = {
         "timezone": {"type": "string", "minLength": 1, "default": "UTC"},
     },
     "oneOf": [{"required": ["cronExpression"]}, {"required": ["cron"]}],
+    "additionalProperties": False,
 }
 
 SOURCE: Schema = {
@@ -98,6 +102,8 @@ STEP_TYPES: Schema = {
     },
 }
 
+# The branches name their fields; ``web.api.validation.unknown_fields`` refuses any other (a
+# top-level ``additionalProperties: false`` would refuse the fields of the other branch).
 DEPLOY_WORKFLOW: Schema = {
     "type": "object",
     "oneOf": [
@@ -117,6 +123,7 @@ CHECK_WORKFLOW: Schema = {
     "type": "object",
     "required": ["source"],
     "properties": {"source": SOURCE, "filename": FILENAME, "step_types": STEP_TYPES},
+    "additionalProperties": False,
 }
 
 START_RUN: Schema = {
@@ -125,6 +132,7 @@ START_RUN: Schema = {
         "params": {"type": "object", "description": "Values of the workflow's typed params."},
         "version": {"type": "integer", "minimum": 1, "description": "A version to pin; default the latest."},
     },
+    "additionalProperties": False,
 }
 
 START_RUNS: Schema = {
@@ -444,6 +452,31 @@ SCHEDULED_LIST: Schema = {
     "properties": {"tasks": {"type": "array", "items": ref("Schedule")}},
 }
 
+AUDIT_EVENT: Schema = {
+    "type": "object",
+    "required": ["id", "at", "actor", "via", "action", "outcome"],
+    "properties": {
+        "id": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"},
+        "actor": {"type": "string", "description": "A user's or token's name; `admin` is FLOW_API_TOKEN."},
+        "via": {"type": "string", "enum": ["api", "dashboard", "cli"]},
+        "action": {"type": "string", "description": "e.g. run.cancel, workflow.deploy, login, user.disable"},
+        "target": {"type": ["string", "null"], "description": "What it acted on, e.g. `run 3f2c…`."},
+        "run_id": {"type": ["string", "null"]},
+        "client_address": {"type": ["string", "null"]},
+        "outcome": {"type": "string", "enum": ["ok", "refused", "failed"]},
+        "status": {"type": ["integer", "null"], "description": "The HTTP status of the answer."},
+        "detail": {"type": ["string", "null"], "description": "Why it failed or was refused."},
+    },
+}
+
+AUDIT_PAGE: Schema = {
+    "type": "object",
+    "required": ["events", "next_cursor"],
+    "properties": {"events": {"type": "array", "items": ref("AuditEvent")},
+                   "next_cursor": {"type": ["integer", "null"]}},
+}
+
 COMPONENTS: dict[str, Schema] = {
     "Error": ERROR,
     "Task": TASK,
@@ -478,4 +511,6 @@ COMPONENTS: dict[str, Schema] = {
     "BackfillResult": BACKFILL_RESULT,
     "BackfillList": BACKFILL_LIST,
     "BackfillCancelled": BACKFILL_CANCELLED,
+    "AuditEvent": AUDIT_EVENT,
+    "AuditPage": AUDIT_PAGE,
 }

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from flask import request
 from jsonschema import Draft202012Validator
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from web.api.errors import ApiError
 
@@ -41,11 +42,48 @@ def validate(value: Any, schema: Mapping[str, Any], *, where: str = "body") -> N
 
 
 def raw_body() -> bytes:
-    """The request body; 413 past 1 MiB whatever the ``Content-Length`` claimed."""
-    data = request.get_data(cache=True)
+    """The request body; 413 past 1 MiB whatever the ``Content-Length`` claimed, chunked or not.
+
+    The stream is read to one byte past the limit, so that a chunked body (no ``Content-Length``)
+    that goes on is refused as too large instead of being cut off and then failing as bad JSON.
+    """
+    cached = request.environ.get("flow.raw_body")
+    if cached is not None:
+        return bytes(cached)
+    too_large = ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.")
+    try:
+        data = request.stream.read(MAX_BODY_BYTES + 1)
+        # werkzeug's stream stops at MAX_CONTENT_LENGTH without an error for a chunked body; one
+        # more read tells whether the body goes on (then it raises RequestEntityTooLarge).
+        if len(data) >= MAX_BODY_BYTES and request.stream.read(1):
+            raise too_large
+    except RequestEntityTooLarge:
+        raise too_large from None
     if len(data) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", "The request body is larger than 1 MiB.")
+        raise too_large
+    request.environ["flow.raw_body"] = data
     return data
+
+
+def known_fields(schema: Mapping[str, Any]) -> set[str] | None:
+    """The top-level fields ``schema`` names (its ``properties`` and those of its ``oneOf``/``anyOf``
+    branches), or None when it takes any (no ``properties`` at all)."""
+    names: set[str] = set(schema.get("properties", {}))
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        names.update(branch.get("properties", {}))
+    return names or None
+
+
+def refuse_unknown_fields(value: Any, schema: Mapping[str, Any]) -> None:
+    """422 naming every top-level field of ``value`` that ``schema`` does not know."""
+    known = known_fields(schema)
+    if known is None or not isinstance(value, dict):
+        return
+    unknown = sorted(str(key) for key in value if key not in known)
+    if unknown:
+        raise ApiError(422, "unknown_field",
+                       f"The request body has fields this endpoint does not take: {', '.join(unknown)} "
+                       f"(it takes {', '.join(sorted(known))}).", {"unknown": unknown, "known": sorted(known)})
 
 
 def json_body(schema: Mapping[str, Any] | None, *, optional: bool = False, text_field: str | None = None) -> Any:
@@ -58,7 +96,7 @@ def json_body(schema: Mapping[str, Any] | None, *, optional: bool = False, text_
 
     Raises:
         ApiError: 415 for another content type, 400 for malformed JSON or a body that breaks the
-        schema, 413 for a body over 1 MiB.
+        schema, 422 for a field the schema does not name, 413 for a body over 1 MiB.
     """
     data = raw_body()
     mimetype = request.mimetype or ""
@@ -81,6 +119,7 @@ def json_body(schema: Mapping[str, Any] | None, *, optional: bool = False, text_
         raise ApiError(400, "malformed_json", "The request body is nested too deeply.") from None
     _check_text(value)
     if schema is not None:
+        refuse_unknown_fields(value, schema)
         validate(value, schema)
     return value
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
-from web.dashboard import auth, dead_letters, overview, runs, schedules, security, workflows
+from web.audit import record_response
+from web.dashboard import audit, auth, dead_letters, overview, runs, schedules, security, workflows
 from web.dashboard.render import register_template_helpers
 
-AREAS = (auth, overview, workflows, runs, dead_letters, schedules)
+AREAS = (auth, overview, workflows, runs, dead_letters, schedules, audit)
 
 
 def create_blueprint() -> Blueprint:
@@ -23,6 +24,7 @@ def create_blueprint() -> Blueprint:
     dashboard = Blueprint("dashboard", __name__)
     dashboard.before_request(security.require_login)
     dashboard.before_request(security.check_csrf)
+    dashboard.after_request(record_response)
     for area in AREAS:
         dashboard.register_blueprint(area.bp)
     security.register_error_pages(dashboard)
@@ -30,10 +32,8 @@ def create_blueprint() -> Blueprint:
 
 
 def init_app(app: Flask) -> None:
-    """Mount the dashboard on ``app``: blueprints, session cookie settings, headers, template helpers."""
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_NAME", "flow_session")
+    """Mount the dashboard on ``app``: blueprints, headers, template helpers (the session cookie's
+    flags are set by ``web.create_app``)."""
     app.register_blueprint(create_blueprint())
     app.after_request(security.add_headers)
     register_template_helpers(app)

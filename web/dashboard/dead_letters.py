@@ -9,6 +9,7 @@ from flask import Blueprint, Response, flash, redirect, request, url_for
 
 from engine.core.errors import Conflict, IllegalTransition
 from web.api.context import store
+from web.audit import note_failure
 from web.dashboard.render import is_htmx, page
 
 bp = Blueprint("dead_letters", __name__, url_prefix="/dead-letters")
@@ -35,6 +36,7 @@ def _act(letter_id: str, action: Callable[[], Any], done: str) -> Any:
         notice = {"kind": "ok", "text": done}
     except (IllegalTransition, Conflict) as exc:
         status, notice = 409, {"kind": "error", "text": f"Not done: {exc}"}
+        note_failure(notice["text"])
     if not is_htmx():
         flash(notice["text"], notice["kind"])
         return redirect(url_for(".show", letter_id=letter_id), 303)

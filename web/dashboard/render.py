@@ -11,7 +11,7 @@ from flask import Flask, Response, make_response, render_template, request
 from markupsafe import Markup
 
 from web.api.render import safe
-from web.dashboard.security import can_act, csrf_token, current_user
+from web.dashboard.security import can_act, csrf_token, current_user, is_admin
 
 LIVE_RUN = frozenset({"pending", "running", "compensating"})
 LIVE_TASK = frozenset({"pending", "processing", "retrying"})
@@ -109,7 +109,7 @@ def error_text(error: Any) -> str:
 
 def register_template_helpers(app: Flask) -> None:
     app.jinja_env.globals.update(
-        csrf_token=csrf_token, current_user=current_user, can_act=can_act, is_htmx=is_htmx,
+        csrf_token=csrf_token, current_user=current_user, can_act=can_act, is_admin=is_admin, is_htmx=is_htmx,
         LIVE_RUN=LIVE_RUN, LIVE_TASK=LIVE_TASK,
     )
     app.jinja_env.filters.update(

@@ -16,6 +16,7 @@ from engine.core.search import parse_terms
 from engine.core.states import RunStatus
 from engine.store import dashboard as queries
 from web.api.context import services, store
+from web.audit import note_failure
 from web.dashboard.charts import timeline_svg
 from web.dashboard.render import LIVE_RUN, LIVE_TASK, inline_svg, is_htmx, page
 from web.dashboard.security import current_user
@@ -87,6 +88,7 @@ def run_context(run_id: str) -> dict[str, Any]:
         "graph": inline_svg(dsl_graph.render(spec, "svg", statuses=statuses)),
         "timeline": inline_svg(timeline_svg(run, task_rows)),
         "live": live,
+        "audit": store().access.list_audit(run_id=run_id, limit=50)["events"],
     }
 
 
@@ -104,6 +106,7 @@ def _act(run_id: str, action: Callable[[], None], done: str) -> Any:
         notice = {"kind": "ok", "text": done}
     except (IllegalTransition, Conflict) as exc:
         status, notice = 409, {"kind": "error", "text": f"Not done: {exc}"}
+        note_failure(notice["text"])
     if not is_htmx():
         flash(notice["text"], notice["kind"])
         return redirect(url_for(".show", run_id=run_id), 303)

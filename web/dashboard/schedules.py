@@ -14,6 +14,7 @@ from engine.store import backfill as backfills
 from engine.store.backfill import BackfillResult
 from engine.store.schedule_values import ScheduleNotFound
 from web.api.context import services
+from web.audit import note_failure
 from web.dashboard.render import is_htmx, page
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
@@ -46,8 +47,10 @@ def _act(action: Callable[[], Any], done: str | Callable[[Any], str]) -> Any:
         notice = {"kind": "ok", "text": done(outcome) if callable(done) else done}
     except (ScheduleNotFound, backfills.BackfillNotFound) as exc:
         status, notice = 404, {"kind": "error", "text": str(exc)}
+        note_failure(notice["text"])
     except (ScheduleError, ValueError) as exc:
         status, notice = 422, {"kind": "error", "text": f"Not backfilled: {exc}"}
+        note_failure(notice["text"])
     if not is_htmx():
         flash(notice["text"], notice["kind"])
         return redirect(url_for(".index"), 303)

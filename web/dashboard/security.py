@@ -1,7 +1,11 @@
 """Login, CSRF and the security headers of the dashboard.
 
-- The session (a signed cookie keyed by ``FLOW_SECRET_KEY``) holds the user, the role and a CSRF
-  token. A page needs a login; an htmx request without one is told to load the login page.
+- The session lives on the server (``engine/store/sessions.py``): the cookie ``flow_session``
+  (signed with ``FLOW_SECRET_KEY``; HttpOnly, SameSite=Lax, Secure over HTTPS) carries only the
+  session's key and a CSRF token. Every request checks the session and its user in one query, so a
+  logout, ``flow user logout``, a disabled user, a new role or a new password refuses the next
+  request, which is sent to the login page with the reason. A page needs a login; an htmx request
+  without one is told to load the login page.
 - Every mutating request (anything but GET/HEAD/OPTIONS) needs the token, as the ``csrf_token`` form
   field or the ``X-CSRF-Token`` header that htmx sends (``hx-headers`` on ``<body>``); else 400.
   GET never mutates, so a link or an ``<img>`` elsewhere cannot act for the user.
@@ -16,14 +20,20 @@ import hmac
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from engine.core.errors import Conflict, IllegalTransition, InvalidParams, NotFound
+from engine.store.sessions import ActiveSession
+from web.api.context import store
+from web.audit import client_address, note_refusal, set_actor
+from web.security_policy import session_policy
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+SESSION_KEY = "sid"
+LOCAL_USER = {"username": "local", "role": "admin"}
 OPEN_ENDPOINTS = frozenset({"dashboard.auth.login"})
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 
@@ -49,8 +59,9 @@ def csrf_token() -> str:
 
 
 def current_user() -> dict[str, str] | None:
-    user = session.get("user")
-    return {"username": user, "role": session.get("role", "viewer")} if user else None
+    """The user this request was checked as (``require_login``), or None."""
+    user: dict[str, str] | None = g.get("flow_user")
+    return user
 
 
 def can_act() -> bool:
@@ -59,12 +70,45 @@ def can_act() -> bool:
     return bool(user) and ROLE_RANK.get(user["role"], 0) >= ROLE_RANK["operator"]  # type: ignore[index]
 
 
+def is_admin() -> bool:
+    """Whether the logged-in user is an admin (the audit trail, client addresses)."""
+    user = current_user()
+    return bool(user) and user["role"] == "admin"  # type: ignore[index]
+
+
 def log_in(username: str, role: str) -> None:
-    """A fresh session (no fixation): the user, the role and a new CSRF token."""
-    session.clear()
-    session["user"] = username
-    session["role"] = role
+    """A fresh server-side session (no fixation: a new key and a new CSRF token); the old one, if
+    any, is ended."""
+    log_out()
+    session[SESSION_KEY] = store().access.start_session(username, client_address())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    _act_as(username, role)
+
+
+def log_out() -> None:
+    """End this browser's session on the server and forget the cookie."""
+    key = session.get(SESSION_KEY)
+    if isinstance(key, str):
+        store().access.end_session(key)
+    session.clear()
+
+
+def _act_as(username: str, role: str) -> None:
+    g.flow_user = {"username": username, "role": role}
+    set_actor(username, "dashboard")
+
+
+def _checked_session() -> str | None:
+    """Let the request act as the session's user; the reason the session was refused, if it was."""
+    key = session.get(SESSION_KEY)
+    if not isinstance(key, str):
+        return None
+    check = store().access.check_session(key, session_policy())
+    if isinstance(check, ActiveSession):
+        _act_as(check.username, check.role)
+        return None
+    session.pop(SESSION_KEY, None)  # the CSRF token stays, so that the login form still posts
+    return str(check.reason)
 
 
 def require_login() -> Response | None:
@@ -74,13 +118,18 @@ def require_login() -> Response | None:
     127.0.0.1) the API needs no token, and the dashboard likewise signs the visitor in as the local
     admin, so that ``make run`` shows the dashboard at once. CSRF tokens still apply.
     """
-    if request.endpoint in OPEN_ENDPOINTS or current_user():
-        return None
     from web.api.auth import auth_enabled
 
     if not auth_enabled():
-        log_in("local", "admin")
+        csrf_token()
+        _act_as(LOCAL_USER["username"], LOCAL_USER["role"])
         return None
+    refused = _checked_session()
+    if request.endpoint in OPEN_ENDPOINTS or current_user():
+        return None
+    if refused:
+        flash(refused, "error")
+    note_refusal(refused or "not logged in")
     target = url_for("dashboard.auth.login", next=request.full_path if request.method == "GET" else None)
     if request.headers.get("HX-Request"):
         response = Response(status=401)
