@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -98,13 +97,7 @@ def _schedule_store(settings: Settings, store: Any, db_engine: Any) -> Any:
 
 
 def _register_dashboard(app: Flask) -> None:
-    """Mount the dashboard blueprint if its package is installed (it is written separately)."""
-    try:
-        dashboard = importlib.import_module("web.dashboard")
-    except ModuleNotFoundError as exc:
-        if exc.name != "web.dashboard":
-            raise
-        return
-    register = getattr(dashboard, "init_app", None)
-    if callable(register):
-        register(app)
+    """Mount the dashboard (pages, login, static files) beside the API."""
+    from web import dashboard
+
+    dashboard.init_app(app)

@@ -45,6 +45,7 @@ from engine.store import (
 from engine.store.access import AccessStore
 from engine.store.auth import TokenIdentity, UserInfo
 from engine.store.context import BatchOutcome, DeployedVersion, OutboxMessage, StoreContext
+from engine.store.listen import Listener, LocalBus
 
 __all__ = ["Store", "BatchOutcome", "DeployedVersion", "OutboxMessage", "UserInfo"]
 
@@ -286,7 +287,7 @@ class Store:
     def list_tokens(self) -> list[dict[str, Any]]:
         return auth.list_tokens(self._ctx)
 
-    def notifications(self) -> Any:
+    def notifications(self) -> Listener | LocalBus:
         """This process's database notifications (``engine.store.listen``): ``subscribe(channel,
         callback)``, ``on_reset(callback)``, ``healthy``. Started on first use."""
         return self._ctx.notifications()

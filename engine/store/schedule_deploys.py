@@ -3,24 +3,31 @@ through which a fire starts runs and tasks on the ``Store``."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sqlalchemy import Engine, select
 
 from engine.store.schedules import ScheduleStore
 
 
+class Starter(Protocol):
+    """What a fire needs of ``engine.store.Store`` (which imports this module)."""
+
+    def start_run(self, workflow: str, params: dict[str, Any] | None = None, *, version: int | None = None,
+                  idempotency_key: str | None = None, scheduled_at: Any = None, parent_run_id: str | None = None,
+                  backfill_id: str | None = None) -> str: ...
+
+    def create_task(self, task_type: str, payload: dict[str, Any], *, max_attempts: int = 3, run_at: Any = None,
+                    idempotency_key: str | None = None) -> str: ...
+
+
 class StoreLauncher:
     """Starts runs and tasks through ``engine.store.Store``, keyed for idempotency."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Starter) -> None:
         self.store = store
-        # The task API's standalone tasks may be created without a key by older stores; then a
-        # scheduler killed between creating the task and recording the fire can start it twice.
-        self._task_keys = "idempotency_key" in inspect.signature(store.create_task).parameters
 
     def start_run(
         self, workflow: str, params: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime,
@@ -32,9 +39,7 @@ class StoreLauncher:
     def create_task(
         self, task_type: str, payload: dict[str, Any], *, idempotency_key: str, scheduled_at: datetime
     ) -> str:
-        if self._task_keys:
-            return str(self.store.create_task(task_type, payload, idempotency_key=idempotency_key))
-        return str(self.store.create_task(task_type, payload))
+        return str(self.store.create_task(task_type, payload, idempotency_key=idempotency_key))
 
 
 def sync_workflow_schedules(
@@ -58,7 +63,7 @@ def deploy_with_schedules(
         schedule_store = ScheduleStore(store.engine, StoreLauncher(store), clock=clock)
     deployed = store.deploy(source, filename, step_types) if step_types else store.deploy(source, filename)
     for item in deployed:
-        if getattr(item, "created", True):
+        if item.created:
             specs = _deployed_schedules(schedule_store.engine, item.name, item.version)
             schedule_store.sync_workflow(item.name, item.version, specs)
     return list(deployed)

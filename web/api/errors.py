@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from dsl.errors import Diagnostic
 from engine.core import errors
 from engine.core.timing import ScheduleError
 
@@ -111,17 +112,13 @@ def _unavailable(exc: Exception) -> ApiError | None:
     return None
 
 
-SPAN_KEYS = ("file", "line", "column", "end_line", "end_column")
-
-
-def diagnostic_json(diagnostic: Any) -> dict[str, Any]:
+def diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
     """A compiler diagnostic as JSON: the fields of ``flow check --json`` (severity, code, message,
     file, line, column, end_line, end_column), plus the same position as a ``span`` object and the
     ``notes``."""
     document = dict(diagnostic.to_json())
-    span = getattr(diagnostic, "span", None)
-    document["span"] = {key: getattr(span, key, None) for key in SPAN_KEYS} if span is not None else None
-    document["notes"] = list(getattr(diagnostic, "notes", ()))
+    document["span"] = diagnostic.span.to_json()
+    document["notes"] = list(diagnostic.notes)
     return document
 
 

@@ -85,7 +85,7 @@ class Waiters:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                poll = SAFETY_POLL if getattr(self._notifications, "healthy", False) else SAFETY_POLL_UNHEALTHY
+                poll = SAFETY_POLL if self._notifications.healthy else SAFETY_POLL_UNHEALTHY
                 woken = event.wait(min(remaining, poll))
                 event.clear()
                 document = read()
