@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dsl import ast
-from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSemanticError, FlowSyntaxError, render_diagnostic
+from dsl.errors import (
+    Diagnostic,
+    FlowError,
+    FlowLimitError,
+    FlowSemanticError,
+    FlowSyntaxError,
+    SourceError,
+    render_diagnostic,
+)
 from dsl.spec import Span, WorkflowSpec
 
 __all__ = [
-    "CompileResult", "Diagnostic", "FlowError", "FlowLimitError", "FlowSemanticError", "FlowSyntaxError",
+    "CompileResult", "Diagnostic", "FlowError", "FlowLimitError", "FlowSemanticError", "FlowSyntaxError", "SourceError",
     "compile_file", "compile_source", "render_diagnostic",
 ]
 

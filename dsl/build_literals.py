@@ -15,7 +15,7 @@ from lark import Token
 
 from dsl import ast
 from dsl.build_base import KEYWORD_ROOTS, KEYWORDS, BuilderBase, parse_duration
-from dsl.errors import FlowError, FlowLimitError, error
+from dsl.errors import FlowLimitError, SourceError, error
 from dsl.spec import Span
 
 _INT = re.compile(r"[0-9]+")
@@ -122,7 +122,7 @@ class LiteralRules(BuilderBase):
             return st.parse_expr(inner, line, column)  # type: ignore[no-any-return]
         except FlowLimitError:
             raise
-        except FlowError as exc:
+        except SourceError as exc:
             del st.diagnostics[before:]  # what the rules reduced before the error are no nodes of the AST
             for diag in exc.diagnostics:
                 message = diag.message.replace("end of file", "end of `${...}`")

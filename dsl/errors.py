@@ -1,7 +1,15 @@
 """Diagnostics of the .flow compiler and their rendering with a caret under the span.
 
-A ``Diagnostic`` is a value (severity, code, message, span, notes); ``FlowError`` carries one or
+A ``Diagnostic`` is a value (severity, code, message, span, notes); ``SourceError`` carries one or
 more of them when a caller wants an exception rather than a list.
+
+``FlowError`` is the base of every error Flow raises on purpose, in every layer: the language's
+(``SourceError``, ``EvaluationError``, ``TaskDefinitionError``), the engine's
+(``engine.core.errors.EngineError`` and the settings', messages' and database driver's), the
+workers' (``workers.handler_api.HandlerError``, ``UnknownTaskType``, ``workers.ssrf.Refused``) and
+the API's (``web.api.errors.ApiError``). It lives here because the language is the lowest layer.
+Errors that are also a built-in kind keep that base too (``SettingsError`` is a ``ValueError``).
+(The Python client, ``flow.errors``, has its own tree: it must not import the server's packages.)
 """
 
 from __future__ import annotations
@@ -85,6 +93,10 @@ def _caret_line(text: str, span: Span) -> str:
 
 
 class FlowError(Exception):
+    """Base of every error Flow raises on purpose (see the module's docstring)."""
+
+
+class SourceError(FlowError):
     """A .flow source that cannot be compiled; ``diagnostics`` holds the details."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic], source: str | None = None) -> None:
@@ -96,13 +108,13 @@ class FlowError(Exception):
         return "\n".join(render_diagnostic(d, self.source) for d in self.diagnostics)
 
 
-class FlowSyntaxError(FlowError):
+class FlowSyntaxError(SourceError):
     """The source does not follow the grammar (E1xx)."""
 
 
-class FlowSemanticError(FlowError):
+class FlowSemanticError(SourceError):
     """The source parses but names, types or the graph are wrong (E2xx–E4xx)."""
 
 
-class FlowLimitError(FlowError):
+class FlowLimitError(SourceError):
     """The source breaks a size limit: bytes, nesting, number of steps, encoding (E11x)."""

@@ -22,7 +22,7 @@ from lark.lexer import PatternStr
 
 from dsl import ast, lalr, scan
 from dsl.builder import AstBuilder
-from dsl.errors import Diagnostic, FlowError, FlowLimitError, FlowSyntaxError, error
+from dsl.errors import Diagnostic, FlowLimitError, FlowSyntaxError, SourceError, error
 from dsl.spec import Span
 
 _BUILDER = AstBuilder()
@@ -85,7 +85,7 @@ def parse_partial(source: str, filename: str = "<string>") -> tuple[ast.File, li
         return _parse_chunk(source, filename)
     except FlowLimitError as exc:
         return empty, exc.diagnostics
-    except FlowError as exc:
+    except SourceError as exc:
         first = exc.diagnostics
     return _parse_by_declaration(source, filename, first)
 
@@ -105,7 +105,7 @@ def _parse_by_declaration(source: str, filename: str, first: list[Diagnostic]) -
             part, found = _parse_chunk("\n" * (line - 1) + chunk, filename)
         except FlowLimitError as exc:
             return ast.File(filename, version, tuple(lets), tuple(workflows)), diags + exc.diagnostics
-        except FlowError as exc:
+        except SourceError as exc:
             found = _errors_by_step("\n" * (line - 1) + chunk, filename, exc.diagnostics)
             if end < len(source):  # the chunk stops where the next declaration starts, not at the end of file
                 found = [dataclasses.replace(d, message=d.message.replace("end of file", "end of the declaration"))
@@ -145,7 +145,7 @@ def _errors_by_step(text: str, filename: str, first: list[Diagnostic]) -> list[D
             _, found = _parse_chunk(text, filename)
         except FlowLimitError:
             break
-        except FlowError as exc:
+        except SourceError as exc:
             current = exc.diagnostics
             diags.extend(current)
         else:
@@ -194,7 +194,7 @@ def _parse_tree(text: str, filename: str, start: str) -> Any:
         return _LARK.parse(text, start=start)
     except UnexpectedInput as exc:
         diag = translate(exc, text, filename)
-    except LarkError as exc:  # never shown raw; keeps the promise that only FlowError escapes
+    except LarkError as exc:  # never shown raw; keeps the promise that only SourceError escapes
         diag = error("E101", f"cannot parse this source ({type(exc).__name__})", Span(filename, 1, 1, 1, 2))
     raise FlowSyntaxError([diag], text) from None
 

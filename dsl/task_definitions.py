@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 
+from dsl.errors import FlowError
 from dsl.spec import Retry, StepSpec, WorkflowSpec
 
 # The payload keys of an ``http_request`` task that are config keys of the ``http`` step type.
@@ -52,7 +53,7 @@ SEED_SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SEED_SCHEMA)
 
 
-class TaskDefinitionError(ValueError):
+class TaskDefinitionError(FlowError, ValueError):
     """A JSON workflow definition (the task API's) is invalid; the message names the JSON path of the problem."""
 
     def __init__(self, message: str, path: str = "$") -> None:

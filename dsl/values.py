@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from dsl.errors import FlowError
+
 T = TypeVar("T")
 
 # Limits on what one expression may produce: step inputs and outputs are capped at 1 MiB anyway,
@@ -22,7 +24,7 @@ MAX_INT = 1 << 63  # integers stay within 64 bits, like every JSON reader we tal
 MAX_DEPTH = 200  # nesting of an expression tree
 
 
-class EvaluationError(ValueError):
+class EvaluationError(FlowError, ValueError):
     """An expression could not be evaluated; the message is meant for the workflow author."""
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import quote
 
+from dsl.errors import FlowError
 
-class SettingsError(ValueError):
+
+class SettingsError(FlowError, ValueError):
     """A setting has a value that Flow cannot use; the message names the variable and the fix."""
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from dsl.errors import FlowError
 from engine.core.contracts import Failure, TaskMessage
 from engine.settings import Settings
 
@@ -17,7 +18,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _MASK = "***"
 
 
-class HandlerError(Exception):
+class HandlerError(FlowError):
     """An expected failure of a handler, carried as a ``Failure`` record."""
 
     def __init__(self, failure: Failure) -> None:
@@ -32,7 +33,7 @@ class InvalidInput(HandlerError):
         super().__init__(Failure(type="invalid_input", message=message, retryable=False, details=details))
 
 
-class UnknownTaskType(LookupError):
+class UnknownTaskType(FlowError, LookupError):
     """No handler is registered for a task type."""
 
 

@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 import httpx
 
+from dsl.errors import FlowError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
 """``resolver(host, port)`` returns the addresses of ``host`` as strings (any order)."""
@@ -34,7 +36,7 @@ _IPV4_COMPAT = ipaddress.ip_network("::/96")
 _NUMERIC_LABEL = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
 
 
-class Refused(Exception):
+class Refused(FlowError):
     """The URL may not be fetched; ``message`` says why and how to allow it, ``details`` the facts."""
 
     def __init__(self, message: str, **details: object) -> None:

@@ -10,7 +10,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from dsl.errors import Diagnostic, error
+from dsl.errors import Diagnostic, FlowError, error
 from dsl.spec import Span
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
@@ -45,7 +45,9 @@ class Piece:
         return self.at(lead, len(self.text.strip()))
 
 
-class ScanError(Exception):
+class ScanError(FlowError):
+    """A test file that cannot be read as tokens; ``diagnostic`` says where and why."""
+
     def __init__(self, diagnostic: Diagnostic) -> None:
         super().__init__(diagnostic.message)
         self.diagnostic = diagnostic

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from dsl.errors import FlowError
+
 MESSAGE_VERSION = 1
 
 # Error classes of the language (see docs: "Error classes").
@@ -19,7 +21,7 @@ ERROR_CLASSES = ("timeout", "network", "http.4xx", "http.429", "http.5xx", "inva
 RESULT_STATUSES = ("started", "completed", "failed")
 
 
-class MessageError(ValueError):
+class MessageError(FlowError, ValueError):
     """A message could not be decoded: wrong version, missing field or not JSON."""
 
 

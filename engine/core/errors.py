@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dsl.errors import FlowError
 
-class EngineError(Exception):
+
+class EngineError(FlowError):
     """Base of every error the engine raises on purpose."""
 
 

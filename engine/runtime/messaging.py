@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import kombu
 from kombu.messaging import Consumer, Producer
 
+from dsl.errors import FlowError
 from engine.core.contracts import (
     DEAD_LETTER_EXCHANGE,
     RESULT_QUEUE,
@@ -49,7 +50,7 @@ CONFIRM_TIMEOUT = 30.0
 LONE_RESULT_WAIT = 0.0002
 
 
-class BrokerError(RuntimeError):
+class BrokerError(FlowError, RuntimeError):
     """The broker could not be reached or refused a message after the retries; try again later."""
 
 

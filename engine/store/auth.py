@@ -22,7 +22,7 @@ from sqlalchemy import Table, select, text, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from engine.core.errors import Conflict, InvalidParams, NotFound
+from engine.core.errors import Conflict, EngineError, InvalidParams, NotFound
 from engine.store.context import StoreContext, aware, iso, new_id
 from engine.store.db import read_only
 from engine.store.listen import TOKENS_CHANNEL
@@ -65,7 +65,7 @@ class TokenIdentity:
     role: str
 
 
-class TokenExpired(Exception):
+class TokenExpired(EngineError):
     """A known token past its ``expires_at``: refused like an unknown one, but the message says why."""
 
     def __init__(self, name: str, expired_at: str) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.core.backfill import backfill_fires, check_range
 from engine.core.states import TERMINAL_RUN_STATUSES, TERMINAL_TASK_STATUSES
+from engine.core.errors import NotFound
 from engine.store.models import Backfill, Run, Task
 from engine.store.schedule_values import ScheduleNotFound, as_utc, iso_or_none, row_timing
 from engine.store.schedules import FIRES, SCHEDULES, ScheduleStore
@@ -215,11 +216,11 @@ def _recorded(conn: Connection, schedule_id: str, start: datetime, end: datetime
     return {as_utc(t): status or "fired" for t, status in rows}
 
 
-class BackfillNotFound(LookupError):
-    """No backfill has this id."""
+class BackfillNotFound(NotFound, LookupError):
+    """No backfill has this id (a ``NotFound``, and a ``LookupError``)."""
 
     def __init__(self, backfill_id: str) -> None:
-        super().__init__(f"backfill {backfill_id!r} doesn't exist")
+        super().__init__("backfill", backfill_id)
         self.backfill_id = backfill_id
 
 

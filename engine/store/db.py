@@ -20,10 +20,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from dsl.errors import FlowError
 from engine.settings import POSTGRES_DRIVER, normalize_database_url
 
 
-class DriverMissing(RuntimeError):
+class DriverMissing(FlowError, RuntimeError):
     """The database URL names a driver (a Python module) that is not installed; the message names
     the fix."""
 

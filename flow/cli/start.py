@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import click
 
+from dsl.errors import FlowError
 from flow.cli.common import open_store, parse_params, settings_from_env, setup_logging
 
 BATCH_SIZE = 1000  # the batch endpoint's limit: one transaction each
@@ -32,7 +33,7 @@ class Item:
     idempotency_key: str | None = None
 
 
-class ParamsFileError(ValueError):
+class ParamsFileError(FlowError, ValueError):
     """A line of a params file that is not a run to start."""
 
     def __init__(self, source: str, line: int, message: str) -> None:

@@ -111,4 +111,4 @@ def test_recent_backfills_are_listed_and_a_queued_one_can_be_cancelled(operator:
     assert "Backfill cancelled: 2 queued fires dropped" in html_lib.unescape(cancelled.get_data(as_text=True))
     assert backfills.list_backfills(schedules, schedule_id)[0]["fires"] == {"fired": 1}
     unknown = operator.post(f"/schedules/{schedule_id}/backfills/nope/cancel")
-    assert unknown.status_code == 404 and "backfill &#39;nope&#39; doesn&#39;t exist" in unknown.get_data(as_text=True)
+    assert unknown.status_code == 404 and "backfill &#39;nope&#39; does not exist" in unknown.get_data(as_text=True)

@@ -259,7 +259,7 @@ def test_cancelling_a_backfill_drops_its_queued_fires(client: FlaskClient, store
     dropped = CliRunner().invoke(main, ["schedules", "backfills", schedule_id, "--cancel", again["backfill_id"]])
     assert dropped.exit_code == 0 and "cancelled, 0 queued fires dropped" in dropped.output
     unknown = CliRunner().invoke(main, ["schedules", "backfills", schedule_id, "--cancel", "nope"])
-    assert unknown.exit_code == 1 and "backfill 'nope' doesn't exist" in unknown.output
+    assert unknown.exit_code == 1 and "backfill 'nope' does not exist" in unknown.output
 
 
 def test_retention_keeps_a_backfills_queued_fires_however_old(client: FlaskClient, store: Store) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from dsl.errors import Diagnostic
+from dsl.errors import Diagnostic, FlowError
 from engine.core import errors
 from engine.core.timing import ScheduleError
 
@@ -36,7 +36,7 @@ HTTP_CODES: dict[int, str] = {
 }
 
 
-class ApiError(Exception):
+class ApiError(FlowError):
     """An error with its HTTP status, raised by views and helpers and rendered as the JSON envelope."""
 
     def __init__(self, status: int, code: str, message: str, details: Any = None, *,
