@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger("flow.listen")
 RUN_DONE_CHANNEL = "flow_run_done"
 TOKENS_CHANNEL = "flow_tokens"
 CHANNELS = (RUN_DONE_CHANNEL, TOKENS_CHANNEL)
+OUTAGE_LOG_INTERVAL = 60.0  # seconds between two log lines about the same outage
 
 Callback = Callable[[str], None]
 
@@ -92,6 +94,7 @@ class Listener(_Subscribers):
         import psycopg2
 
         conn: Any = None
+        last_said: tuple[str, float] = ("", 0.0)  # an outage is logged once a minute, not every second
         while not self._stop.is_set():
             try:
                 if conn is None:
@@ -101,6 +104,9 @@ class Listener(_Subscribers):
                         for channel in CHANNELS:
                             cur.execute(f"LISTEN {channel}")
                     self.healthy = True
+                    if last_said[0]:
+                        log.info("notification listener: connected again")
+                        last_said = ("", 0.0)
                     self.reset()  # whatever happened while not listening: look again
                 if select.select([conn], [], [], 1.0)[0]:
                     conn.poll()
@@ -109,7 +115,11 @@ class Listener(_Subscribers):
                         self.deliver(note.channel, note.payload)
             except Exception as exc:
                 self.healthy = False
-                log.warning("notification listener: %s: %s; reconnecting", type(exc).__name__, exc)
+                said = f"{type(exc).__name__}: {str(exc).strip()}"
+                if said != last_said[0] or time.monotonic() - last_said[1] >= OUTAGE_LOG_INTERVAL:
+                    log.warning("notification listener: %s; reconnecting every second (said again once a "
+                                "minute while it lasts)", said)
+                    last_said = (said, time.monotonic())
                 if conn is not None:
                     try:
                         conn.close()
