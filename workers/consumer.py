@@ -6,10 +6,21 @@ finished results (persistent, with publisher confirms) and only then acks the ta
 acked only once its result is safely with the broker; a crash in between means a redelivery, which
 the coordinator's compare-and-set transitions make harmless (at-least-once execution).
 
-On connection loss the loop reconnects with backoff; unacked messages of the lost connection are
-redelivered by the broker, so their results are dropped here. On stop (SIGTERM/SIGINT or
-``stop_event``) it stops consuming, lets running tasks finish for ``grace_period`` seconds, reports
-and acks them, and hands back (requeues) whatever is left.
+The coordinator knows what the worker holds: a delivery held longer than ``RECEIVED_AFTER``
+without starting is reported ``received`` (a delivery lease: the coordinator dispatches it again
+if it does not start within ``FLOW_LEASE_SECONDS``), a task running longer than ``STARTED_AFTER``
+is reported ``started``, and every ``lease / 4`` seconds each running task sends a ``heartbeat``
+that renews its lease. So a stalled worker loses its tasks within the lease, and a step may run
+longer than the lease while its worker lives. A worker holds at most ``PREFETCH_PER_THREAD``
+deliveries per handler thread (``FLOW_PREFETCH`` caps it further): no more than it can start soon.
+
+On connection loss the loop reconnects with a capped backoff. Unacked deliveries of the lost
+connection are redelivered by the broker; handlers that were running keep running, and their
+results are published on the next connection (the coordinator records them: same fencing token),
+so a broker outage does not repeat a step. A redelivered copy of such a task that reaches this
+worker is acked without running it again. On stop (SIGTERM/SIGINT or ``stop_event``) it stops
+consuming, lets running tasks finish for ``grace_period`` seconds, reports and acks them, and hands
+back (requeues) whatever is left.
 """
 
 from __future__ import annotations
@@ -25,7 +36,8 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import kombu
@@ -46,12 +58,18 @@ from workers.task_clock import IDLE_POLL, TaskClock
 
 log = logging.getLogger("flow.worker")
 
-BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+# Reconnect backoff: capped low, so that the worker is back within a second or two of the broker.
+BACKOFF_START, BACKOFF_MAX = 0.25, 2.0
 DEADLINE_GRACE = 5.0  # a handler past its deadline by this much is reported as timed out
 # Header of a redelivered task's copy: how many times it was redelivered (see _count_redelivery).
 # A task that carries it is a *suspect*: it runs alone on its worker (see _start_alone), so that a
 # worker death while it runs is its own doing, not that of a task that happened to run beside it.
 REDELIVERIES_HEADER = "x-flow-redeliveries"
+# From this many redeliveries on, a task is a suspect. Not from the first: one fault (a worker
+# killed, the broker restarted) redelivers every task the lost connections held, and running each
+# of those alone would drain them one by one. A poison task kills its workers again and again, so it
+# reaches this count, and then runs alone like any task that died beside it twice.
+SUSPECT_AFTER = 2
 BUSY_POLL = 0.001  # drain_events timeout while results may be pending (IDLE_POLL when idle)
 # While handlers run on a plain TCP connection, the pump sleeps in ``select`` on the broker's socket
 # and a pipe that a finishing handler writes to (so it reports at once instead of within BUSY_POLL),
@@ -62,17 +80,43 @@ BUSY_TICK = 0.01
 # store applies from pending (pending -> processing -> final in one write): half the messages and
 # half the coordinator's work for short steps, and the lease is irrelevant for them.
 STARTED_AFTER = 0.05
+# A delivery held this long without starting (waiting for a free handler) is reported ``received``.
+RECEIVED_AFTER = 1.0
+# Deliveries held per handler thread (the prefetch window): enough to keep the threads busy between
+# two turns of the pump, few enough that a dead worker's prefetch costs little.
+PREFETCH_PER_THREAD = 2
+# How many published results of lost deliveries the worker remembers, to ack their redelivered
+# copies without running them again.
+REMEMBERED_RESULTS = 10_000
+
+
+@dataclass
+class _Start:
+    """Set by the pool thread when the handler starts (``at``, wall time); ``given_up`` when it
+    found the delivery held past its delivery lease and did not run it."""
+
+    at: float | None = None
+    given_up: bool = False
 
 
 @dataclass
 class _InFlight:
-    message: Message
+    # None once the connection it came on was lost (the broker redelivers it; the result is still
+    # published, and a redelivered copy that reaches this worker takes its place).
+    message: Message | None
     task: TaskMessage
-    started_at: float
+    started_at: float  # when it was submitted (wall time)
     deadline: float | None
-    future: "Future[ResultMessage]"
+    future: "Future[ResultMessage | None]"
     reported: bool = False  # ``started`` published
     alone: bool = False  # a suspect running alone (see _start_alone)
+    start: _Start = field(default_factory=_Start)
+    received_at: float | None = None  # monotonic time ``received`` was published
+    beat_at: float = 0.0  # monotonic time of the last report that renewed the lease
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task.task_id, self.task.fencing_token)
 
 
 class Worker:
@@ -116,7 +160,13 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
+        # Results published for deliveries of a lost connection: their redelivered copies are
+        # acked, not run again. (task id, fencing token) -> None, oldest first.
+        self._published: "OrderedDict[tuple[str, int], None]" = OrderedDict()
         self._clock = TaskClock()  # handler deadlines: the pauses of the process do not count
+        # Lease timing: every report renews the lease, so heartbeats come 4 times per lease.
+        self._lease = settings.lease_seconds
+        self._heartbeat_every = settings.lease_seconds / 4
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
         self._consumer: kombu.Consumer | None = None
@@ -141,6 +191,7 @@ class Worker:
         if stop_event is not None:
             self.stop_event = stop_event
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="flow-handler")
+        ticker = self._clock.start_ticker(self.stop_event)
         backoff = BACKOFF_START
         try:
             while not self.stop_event.is_set():
@@ -152,12 +203,7 @@ class Worker:
                     self._consume(connection)
                 except (*connection.connection_errors, *connection.channel_errors, OperationalError, OSError) as exc:
                     self.consuming.clear()
-                    # Unacked deliveries die with the channel and the broker redelivers them; their
-                    # results, when they come, have no delivery to ack and are dropped.
-                    if self._inflight:
-                        log.warning("dropping %d in-flight deliveries of the lost connection", len(self._inflight))
-                    self._inflight.clear()
-                    self._received.clear()
+                    self._orphan_inflight()
                     log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
@@ -166,10 +212,36 @@ class Worker:
                     close_quietly(connection)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            ticker.join(timeout=1.0)
+
+    def _orphan_inflight(self) -> None:
+        """After a connection loss: unacked deliveries died with the channel and the broker
+        redelivers them. Those not started are dropped (a redelivery runs them); running and
+        finished handlers are kept without their delivery, and their results are published on the
+        next connection, where the coordinator records them (the fencing token still matches)."""
+        self._received.clear()
+        self._suspect = None
+        kept = 0
+        for key, entry in list(self._inflight.items()):
+            if entry.future.cancel():
+                del self._inflight[key]
+                continue
+            entry.message = None
+            kept += 1
+        if kept:
+            log.warning("connection lost with %d handlers running or finished: their results are "
+                        "published once the broker is back", kept)
 
     def stop(self) -> None:
         """Ask ``run`` to stop gracefully (thread-safe, signal-safe)."""
         self.stop_event.set()
+
+    @property
+    def prefetch(self) -> int:
+        """Deliveries this worker holds at most: ``PREFETCH_PER_THREAD`` per handler thread, capped
+        by ``FLOW_PREFETCH``. More would wait in this worker while another one may be idle, and die
+        with it (every one then redelivered)."""
+        return max(1, min(self.settings.prefetch, PREFETCH_PER_THREAD * self.concurrency))
 
     def _connection(self) -> kombu.Connection:
         options: dict[str, Any] = {}
@@ -202,7 +274,7 @@ class Worker:
             channel,
             queues=[topology.task_queue(t, quorum=quorum) for t in self.task_types],
             on_message=self._received.append,
-            prefetch_count=self.settings.prefetch,
+            prefetch_count=self.prefetch,
             no_ack=False,
         )
         with consumer:
@@ -252,7 +324,7 @@ class Worker:
             self._hand_back(*self._suspect)
             self._suspect = None
         for key, entry in list(self._inflight.items()):
-            if entry.future.cancel():
+            if entry.message is not None and entry.future.cancel():
                 del self._inflight[key]
                 self._hand_back(entry.message, entry.task)
         deadline = time.monotonic() + self.grace_period
@@ -260,7 +332,8 @@ class Worker:
             self._pump(connection)
         for entry in self._inflight.values():
             log.warning("handing back task %s: still running after the grace period", entry.task.task_id)
-            entry.message.requeue()
+            if entry.message is not None:
+                entry.message.requeue()
         self._inflight.clear()
         self._hand_back_received()  # delivered before the cancel took effect, kept by the pumps above
 
@@ -278,13 +351,15 @@ class Worker:
             log.error("rejecting undecodable message to the dead-letter queue: %s", exc)
             message.reject(requeue=False)
             return
+        if self._adopt(message, task):
+            return
         if message.delivery_info.get("redelivered") and self._count_redelivery(message, task):
             return
         if self._suspect is not None or self._alone:
             # A suspect waits or runs alone here: nothing else may be held or run beside it.
             self._hand_back(message, task)
             return
-        if int((message.headers or {}).get(REDELIVERIES_HEADER) or 0) > 0:
+        if int((message.headers or {}).get(REDELIVERIES_HEADER) or 0) >= SUSPECT_AFTER:
             self._suspect = (message, task)
             if self._consumer is not None:
                 self._consumer.cancel()  # no further deliveries while it waits and runs
@@ -292,15 +367,35 @@ class Worker:
             return
         self._submit(message, task)
 
+    def _adopt(self, message: Message, task: TaskMessage) -> bool:
+        """A redelivered copy of a task whose handler ran here on a lost connection: do not run it
+        again. Still running: the copy takes the lost delivery's place (acked with the result).
+        Its result already published: ack the copy. True when the copy was handled here."""
+        key = (task.task_id, task.fencing_token)
+        if key in self._published:
+            log.info("task %s: its result was already published after a lost connection; acking "
+                     "the redelivered copy without running it again", task.task_id)
+            message.ack()
+            return True
+        for entry in self._inflight.values():
+            if entry.message is None and entry.key == key:
+                entry.message = message
+                return True
+        return False
+
     def _submit(self, message: Message, task: TaskMessage, *, alone: bool = False) -> None:
         started = time.time()
         deadline = self._clock() + task.timeout if task.timeout else None
         assert self._pool is not None
-        future = self._pool.submit(self._execute_observed, task, started, deadline, dict(message.headers or {}))
-        self._inflight[id(future)] = _InFlight(message, task, started, deadline, future, alone=alone)
-        future.add_done_callback(self._on_done)  # runs on the pool thread: a queue put and a wake
+        start = _Start()
+        entry = _InFlight(message, task, started, deadline, None, alone=alone, start=start,  # type: ignore[arg-type]
+                          beat_at=time.monotonic())
+        entry.future = self._pool.submit(self._execute_observed, task, started, deadline,
+                                         dict(message.headers or {}), entry)
+        self._inflight[id(entry.future)] = entry
+        entry.future.add_done_callback(self._on_done)  # runs on the pool thread: a queue put and a wake
 
-    def _on_done(self, future: "Future[ResultMessage]") -> None:
+    def _on_done(self, future: "Future[ResultMessage | None]") -> None:
         self._done.put(future)
         try:
             os.write(self._wake_w, b"x")
@@ -397,8 +492,9 @@ class Worker:
         return True
 
     def _publish_finished(self) -> None:
-        """Publish the results of every finished task (and ``started`` of the long-running ones) in
-        one pipelined batch, wait once for the broker's confirms, then ack those tasks."""
+        """Publish the results of every finished task, and the progress reports that are due
+        (``received``, ``started``, ``heartbeat``: see the module docstring), in one pipelined
+        batch; wait once for the broker's confirms, then ack the finished tasks."""
         finished: list[_InFlight] = []
         while True:
             try:
@@ -407,24 +503,54 @@ class Worker:
                 break
             entry = self._inflight.pop(id(future), None)
             if entry is None or future.cancelled():
-                continue  # abandoned (timed out or from a lost connection): already handled
-            self._batch.add(future.result().encode())
+                continue  # abandoned (timed out): already handled
+            result = future.result()
+            if result is None:  # held past its delivery lease: dispatched again by now
+                log.warning("task %s waited %.0fs for a free handler, past its delivery lease: not "
+                            "run here (the coordinator dispatched it again)", entry.task.task_id,
+                            time.time() - entry.started_at)
+            else:
+                self._batch.add(result.encode())
             finished.append(entry)
-        late = time.time() - STARTED_AFTER
+        now, wall = time.monotonic(), time.time()
         for entry in self._inflight.values():
-            if not entry.reported and entry.started_at <= late:
-                entry.reported = True
+            report = self._report_due(entry, now, wall)
+            if report is not None:
                 task = entry.task
-                self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, "started",
-                                              worker=self.name, started_at=entry.started_at).encode())
+                self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, report,
+                                              worker=self.name, started_at=entry.start.at).encode())
         self._batch.flush()
         for entry in finished:
-            entry.message.ack()  # only now: the result is safely with the broker
+            if entry.message is not None:
+                entry.message.ack()  # only now: the result is safely with the broker
+            else:
+                self._remember_published(entry.key)
+
+    def _report_due(self, entry: _InFlight, now: float, wall: float) -> str | None:
+        """The progress report ``entry`` is due for at this turn, if any (and mark it sent)."""
+        started = entry.start.at
+        if started is None:
+            if entry.received_at is None and wall - entry.started_at >= RECEIVED_AFTER:
+                # Not renewed until it starts: a delivery that cannot start is given up in time.
+                entry.received_at = now
+                return "received"
+            return None
+        if not entry.reported:
+            if started <= wall - STARTED_AFTER:
+                entry.reported, entry.beat_at = True, now
+                return "started"
+            return None
+        if now - entry.beat_at >= self._heartbeat_every:
+            entry.beat_at = now
+            return "heartbeat"
+        return None
+
+    def _remember_published(self, key: tuple[str, int]) -> None:
+        self._published[key] = None
+        while len(self._published) > REMEMBERED_RESULTS:
+            self._published.popitem(last=False)
 
     def _expire_overdue(self) -> None:
-        paused = self._clock.turn()
-        if paused:
-            log.warning("this process was paused for %.1fs; that time does not count against deadlines", paused)
         now = self._clock()
         for key, entry in list(self._inflight.items()):
             if entry.deadline is None or now < entry.deadline + DEADLINE_GRACE:
@@ -443,7 +569,8 @@ class Worker:
             del self._inflight[key]
             failure = Failure("timeout", f"the handler did not finish within {entry.task.timeout}s", True)
             self._publish(self._result(entry.task, entry.started_at, error=failure))
-            entry.message.ack()
+            if entry.message is not None:
+                entry.message.ack()
 
     def _publish(self, result: ResultMessage) -> None:
         self._producer.publish(
@@ -458,14 +585,19 @@ class Worker:
     # -- per task (on a pool thread) ----------------------------------------------------------
 
     def _execute_observed(self, task: TaskMessage, started_at: float, deadline: float | None,
-                          headers: dict[str, Any]) -> ResultMessage:
-        """``_execute`` with the task's ids on every log line, an attempt span, and its duration."""
+                          headers: dict[str, Any], entry: _InFlight) -> ResultMessage | None:
+        """``_execute`` with the task's ids on every log line, an attempt span, and its duration;
+        None, without running it, when it waited past its delivery lease (see ``_report_due``)."""
+        if entry.received_at is not None and time.monotonic() - entry.received_at > self._lease:
+            entry.start.given_up = True
+            return None
+        entry.start.at = time.time()
         with log_context(run_id=task.run_id, task_id=task.task_id, step=task.step, attempt=task.attempt), \
                 tracing.span(f"attempt {task.step or task.task_type}", traceparent=headers.get(tracing.HEADER),
                              attributes={"flow.task_id": task.task_id, "flow.attempt": task.attempt,
                                          "flow.task_type": task.task_type, "flow.run_id": task.run_id}):
-            result = self._execute(task, started_at, deadline)
-        metrics.WORKER_TASK_DURATION.labels(task.task_type, result.status).observe(time.time() - started_at)
+            result = self._execute(task, entry.start.at, deadline)
+        metrics.WORKER_TASK_DURATION.labels(task.task_type, result.status).observe(time.time() - entry.start.at)
         return result
 
     def _execute(self, task: TaskMessage, started_at: float, deadline: float | None) -> ResultMessage:

@@ -16,7 +16,10 @@ MESSAGE_VERSION = 1
 ERROR_CLASSES = ("timeout", "network", "http.4xx", "http.429", "http.5xx", "invalid_input", "handler")
 
 
-RESULT_STATUSES = ("started", "completed", "failed")
+# ``received``, ``started`` and ``heartbeat`` report progress (they renew the task's lease and
+# change no run); ``completed`` and ``failed`` end the attempt.
+PROGRESS_STATUSES = ("received", "started", "heartbeat")
+RESULT_STATUSES = (*PROGRESS_STATUSES, "completed", "failed")
 
 
 class MessageError(ValueError):
@@ -135,13 +138,15 @@ class TaskMessage:
 
 @dataclass(frozen=True)
 class ResultMessage:
-    """What a worker reports for one attempt: ``started`` when it begins (so the coordinator can
-    mark the task processing and start its lease), then ``completed`` with an output, or ``failed``."""
+    """What a worker reports for one attempt: ``received`` when it has held the delivery a while
+    without starting it (a delivery lease), ``started`` when it begins (the coordinator marks the
+    task processing and starts its lease), ``heartbeat`` while it runs (renews the lease), then
+    ``completed`` with an output, or ``failed``."""
 
     task_id: str
     attempt: int
     fencing_token: int
-    status: str  # "started" | "completed" | "failed"
+    status: str  # one of RESULT_STATUSES
     output: Any = None
     error: Failure | None = None
     worker: str | None = None
