@@ -174,7 +174,14 @@ class Worker:
         # waits or runs, this worker takes nothing else (its consumer is cancelled, deliveries that
         # were already on their way are handed back).
         self._suspect: tuple[Message, TaskMessage] | None = None
+        self._suspect_since = 0.0  # wall time it arrived
+        self._suspect_received: float | None = None  # monotonic time ``received`` was published
         self._alone = False
+        # The watchdog's view of the pump (see _watch_pump): when it last turned (TaskClock time),
+        # the connection it pumps, and whether the watchdog cut that connection.
+        self._pump_turned = self._clock()
+        self._pumped: kombu.Connection | None = None
+        self._cut = False
 
     def __del__(self) -> None:
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
@@ -191,7 +198,7 @@ class Worker:
         if stop_event is not None:
             self.stop_event = stop_event
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="flow-handler")
-        ticker = self._clock.start_ticker(self.stop_event)
+        ticker = self._clock.start_ticker(self.stop_event, on_tick=self._watch_pump)
         backoff = BACKOFF_START
         try:
             while not self.stop_event.is_set():
@@ -209,10 +216,32 @@ class Worker:
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 finally:
                     self.consuming.clear()
+                    self._pumped = None  # nothing for the watchdog to cut until the next connection
                     close_quietly(connection)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
             ticker.join(timeout=1.0)
+
+    def _watch_pump(self) -> None:
+        """On the clock's ticker thread: if the pump has not turned for a lease (a handler's
+        callback, a confirm wait or a bug blocks it), cut its broker connection. The broker then
+        redelivers what this worker held and did not start (no report goes out while the pump is
+        stuck, so nothing else would bound those), and the pump reconnects once it is free.
+        Measured on the ``TaskClock``: a pause of the whole process is no stall."""
+        connection = self._pumped
+        stalled = self._clock() - self._pump_turned
+        if connection is None or self._cut or stalled <= self._lease:
+            return
+        self._cut = True
+        log.error("the worker's loop has not turned for %.0fs (FLOW_LEASE_SECONDS): cutting its broker "
+                  "connection so that the broker delivers its %d unstarted deliveries to other workers",
+                  stalled, len(self._received) + (self._suspect is not None))
+        sock = self._select_socket_any(connection)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def _orphan_inflight(self) -> None:
         """After a connection loss: unacked deliveries died with the channel and the broker
@@ -277,6 +306,7 @@ class Worker:
             prefetch_count=self.prefetch,
             no_ack=False,
         )
+        self._cut, self._pump_turned, self._pumped = False, self._clock(), connection
         with consumer:
             self.consuming.set()
             log.info("worker %s consuming %s", self.name, ", ".join(self.task_types))
@@ -288,6 +318,9 @@ class Worker:
 
     def _pump(self, connection: kombu.Connection) -> None:
         """One turn: wait for deliveries a little, then report what finished or timed out."""
+        self._pump_turned = self._clock()
+        if self._cut:
+            raise OSError("the watchdog cut the broker connection of a stalled loop")
         try:
             sock = self._select_socket(connection) if self._inflight else None
             if sock is None:
@@ -361,6 +394,7 @@ class Worker:
             return
         if int((message.headers or {}).get(REDELIVERIES_HEADER) or 0) >= SUSPECT_AFTER:
             self._suspect = (message, task)
+            self._suspect_since, self._suspect_received = time.time(), None
             if self._consumer is not None:
                 self._consumer.cancel()  # no further deliveries while it waits and runs
             self._start_alone()
@@ -383,13 +417,16 @@ class Worker:
                 return True
         return False
 
-    def _submit(self, message: Message, task: TaskMessage, *, alone: bool = False) -> None:
+    def _submit(self, message: Message, task: TaskMessage, *, alone: bool = False,
+                received_at: float | None = None) -> None:
+        if self._cut:
+            return  # the delivery died with the connection the watchdog cut: the broker redelivers it
         started = time.time()
         deadline = self._clock() + task.timeout if task.timeout else None
         assert self._pool is not None
         start = _Start()
         entry = _InFlight(message, task, started, deadline, None, alone=alone, start=start,  # type: ignore[arg-type]
-                          beat_at=time.monotonic())
+                          received_at=received_at, beat_at=time.monotonic())
         entry.future = self._pool.submit(self._execute_observed, task, started, deadline,
                                          dict(message.headers or {}), entry)
         self._inflight[id(entry.future)] = entry
@@ -401,6 +438,12 @@ class Worker:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the pump wakes anyway) or closed (shutting down)
+
+    @staticmethod
+    def _select_socket_any(connection: kombu.Connection) -> socket.socket | None:
+        """The broker socket of a py-amqp connection (plain or TLS), else None (in-memory)."""
+        transport = getattr(connection.connection, "transport", None)
+        return getattr(transport, "sock", None)
 
     @staticmethod
     def _select_socket(connection: kombu.Connection) -> socket.socket | None:
@@ -420,7 +463,7 @@ class Worker:
         it, since tasks that merely ran beside a poison task die with it too: so a suspect runs
         alone, and nothing else is held meanwhile (deliveries are handed back as copies, which
         keep their count and are not marked redelivered). An innocent task that died beside a
-        poison one is therefore counted once, then completes alone; the poison task is counted on
+        poison one is therefore counted at most twice (``SUSPECT_AFTER``), then completes alone; the poison task is counted on
         each of its own deliveries, up to ``FLOW_MAX_DELIVERIES``."""
         if self._alone:
             if not any(entry.alone for entry in self._inflight.values()):
@@ -432,7 +475,7 @@ class Worker:
             return
         message, task = self._suspect
         self._suspect, self._alone = None, True
-        self._submit(message, task, alone=True)
+        self._submit(message, task, alone=True, received_at=self._suspect_received)
 
     def _hand_back(self, message: Message, task: TaskMessage | None) -> None:
         """Return a delivery that did not start as a copy (same headers), then ack it: unlike a
@@ -519,6 +562,13 @@ class Worker:
                 task = entry.task
                 self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, report,
                                               worker=self.name, started_at=entry.start.at).encode())
+        if self._suspect is not None and self._suspect_received is None \
+                and wall - self._suspect_since >= RECEIVED_AFTER:
+            # A suspect waiting for the handlers in flight: held, not started (a delivery lease).
+            self._suspect_received = now
+            task = self._suspect[1]
+            self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, "received",
+                                          worker=self.name).encode())
         self._batch.flush()
         for entry in finished:
             if entry.message is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 log = logging.getLogger("flow.worker")
 
@@ -46,8 +47,10 @@ class TaskClock:
         self._last_turn = now
         return paused
 
-    def start_ticker(self, stop_event: threading.Event) -> threading.Thread:
-        """Turn the clock every ``TICK`` seconds until ``stop_event`` is set, logging pauses."""
+    def start_ticker(self, stop_event: threading.Event,
+                     on_tick: Callable[[], None] | None = None) -> threading.Thread:
+        """Turn the clock every ``TICK`` seconds until ``stop_event`` is set, logging pauses;
+        then call ``on_tick`` (a watchdog), whose errors are logged, not raised."""
 
         def tick() -> None:
             while not stop_event.wait(TICK):
@@ -55,6 +58,11 @@ class TaskClock:
                 if paused:
                     log.warning("this process was paused for %.1fs; that time does not count "
                                 "against deadlines", paused)
+                if on_tick is not None:
+                    try:
+                        on_tick()
+                    except Exception:  # the ticker must keep the clock turning
+                        log.exception("worker watchdog failed")
 
         self._last_turn = time.monotonic()
         thread = threading.Thread(target=tick, name="flow-task-clock", daemon=True)

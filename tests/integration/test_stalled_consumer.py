@@ -147,3 +147,63 @@ def test_a_task_held_unstarted_by_a_stalled_worker_runs_elsewhere_within_the_lea
     time.sleep(0.5)  # A's freed thread takes the held task, finds its lease expired, drops it
     assert ran_on_a == [stuck_id] and ran_on_b == [task_of[waiting_run]]
     broker.close()
+
+
+class StalledLoopWorker(Worker):
+    """A worker whose loop gets stuck on the first delivery it takes (a deadlock in the pump, say):
+    it keeps its broker connection but reports, acks and starts nothing."""
+
+    def __init__(self, *args: Any, release: threading.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+        self.took = threading.Event()
+
+    def _on_message(self, message: Any) -> None:
+        self.took.set()
+        self.release.wait(60)
+        super()._on_message(message)
+
+
+def test_deliveries_of_a_worker_whose_loop_is_stuck_go_to_other_workers_within_the_lease(
+        settings: Settings, store: Any, threads: Threads) -> None:
+    # Given a coordinator and a worker whose loop is stuck on the first delivery it took
+    broker = Broker(settings)
+    threads.start(Coordinator(store, broker, settings, task_types=("noop",)).run)
+    release = threading.Event()
+    ran: list[tuple[str, Any]] = []
+
+    def record(where: str) -> Any:
+        def handle(task: TaskContext) -> Any:
+            ran.append((where, task.message.task_id))
+            return task.payload.get("output")
+        return handle
+
+    stalled = StalledLoopWorker(settings, ("noop",), concurrency=1, registry=registry_with(record("A")),
+                                grace_period=1, release=release)
+    threads.start(stalled.run)
+    assert stalled.consuming.wait(15), "worker A did not start consuming"
+    version = {d.name: d for d in store.deploy(ONE_STEP, "stalled_one.flow")}["stalled_one"].version
+    run_ids = [store.start_run("stalled_one", {"i": i}, version=version) for i in range(2)]
+    assert stalled.took.wait(15), "worker A took no delivery"
+
+    # When a healthy worker B joins
+    healthy = Worker(settings, ("noop",), concurrency=2, registry=registry_with(record("B")))
+    threads.start(healthy.run)
+    assert healthy.consuming.wait(15), "worker B did not start consuming"
+    began = time.monotonic()
+
+    # Then both runs complete on B within the lease (A's watchdog cut its connection, and the
+    # broker delivered what A held to B), although A's loop is still stuck
+    bound = LEASE + 8.0  # + redelivery and scheduling slack
+    while any(store.get_run(r)["status"] != "completed" for r in run_ids):
+        assert time.monotonic() - began < bound, (
+            f"the runs did not complete within {bound:.0f}s of a stalled worker's loop: "
+            f"{[store.get_run(r)['status'] for r in run_ids]}")
+        time.sleep(0.1)
+    assert not release.is_set() and sorted(where for where, _ in ran) == ["B", "B"]
+
+    # And once A's loop is free again, it does not run what it held on the cut connection
+    release.set()
+    time.sleep(1.0)
+    assert sorted(where for where, _ in ran) == ["B", "B"]
+    broker.close()
