@@ -646,11 +646,12 @@ class Worker:
                 tracing.span(f"attempt {task.step or task.task_type}", traceparent=headers.get(tracing.HEADER),
                              attributes={"flow.task_id": task.task_id, "flow.attempt": task.attempt,
                                          "flow.task_type": task.task_type, "flow.run_id": task.run_id}):
-            result = self._execute(task, entry.start.at, deadline)
+            result = self._execute(task, entry.start.at, deadline, received_at=started_at)
         metrics.WORKER_TASK_DURATION.labels(task.task_type, result.status).observe(time.time() - entry.start.at)
         return result
 
-    def _execute(self, task: TaskMessage, started_at: float, deadline: float | None) -> ResultMessage:
+    def _execute(self, task: TaskMessage, started_at: float, deadline: float | None, *,
+                 received_at: float | None = None) -> ResultMessage:
         context = TaskContext(
             message=task,
             settings=self.settings,
@@ -666,7 +667,7 @@ class Worker:
             handler = self.registry.get(task.task_type)
             output = handler(context)
             check_json(output)
-            return self._result(task, started_at, output=output, logs=context.logs)
+            return self._result(task, started_at, output=output, logs=context.logs, received_at=received_at)
         except HandlerError as exc:
             failure = exc.failure
         except UnknownTaskType as exc:
@@ -675,10 +676,11 @@ class Worker:
             failure = Failure("handler", f"{type(exc).__name__}: {exc}", True, traceback=traceback.format_exc())
         failure = Failure(failure.type, context.mask(failure.message), failure.retryable,
                           context.mask(failure.details), context.mask(failure.traceback))
-        return self._result(task, started_at, error=failure, logs=context.logs)
+        return self._result(task, started_at, error=failure, logs=context.logs, received_at=received_at)
 
     def _result(self, task: TaskMessage, started_at: float, *, output: Any = None,
-                error: Failure | None = None, logs: list[dict[str, Any]] | None = None) -> ResultMessage:
+                error: Failure | None = None, logs: list[dict[str, Any]] | None = None,
+                received_at: float | None = None) -> ResultMessage:
         return ResultMessage(
             task_id=task.task_id,
             attempt=task.attempt,
@@ -690,6 +692,7 @@ class Worker:
             started_at=started_at,
             finished_at=time.time(),
             logs=tuple(logs or ()),
+            received_at=received_at,
         )
 
 

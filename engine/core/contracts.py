@@ -153,6 +153,7 @@ class ResultMessage:
     started_at: float | None = None
     finished_at: float | None = None
     logs: tuple[dict[str, Any], ...] = ()
+    received_at: float | None = None  # when the worker got the delivery (wall time)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +168,7 @@ class ResultMessage:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "logs": list(self.logs),
+            "received_at": self.received_at,
         }
 
     def encode(self) -> str:
@@ -192,6 +194,7 @@ class ResultMessage:
                 started_at=data.get("started_at"),
                 finished_at=data.get("finished_at"),
                 logs=tuple(data.get("logs") or ()),
+                received_at=data.get("received_at"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"result message is missing or has a bad field: {exc}") from None

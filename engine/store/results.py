@@ -284,7 +284,8 @@ def _log_attempt(
     if failure is not None:
         data["error"] = failure.to_json()
     if result is not None:
-        data.update(worker=result.worker, started_at=result.started_at, finished_at=result.finished_at)
+        data.update(worker=result.worker, received_at=result.received_at, started_at=result.started_at,
+                    finished_at=result.finished_at)
         for entry in result.logs:
             entry = dict(entry)
             at = entry.pop("time", None) or entry.pop("at", None)
