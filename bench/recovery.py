@@ -65,9 +65,9 @@ workflow recovery_chain(base: string, n: int) {
   }
   step one: http { method: "POST"  url: "${params.base}/one"  body: { n: params.n }
                    compensate none "benchmark target" }
-  step two: http { method: "POST"  url: "${params.base}/two"  body: { n: params.n }
+  step two: http { after one  method: "POST"  url: "${params.base}/two"  body: { n: params.n }
                    compensate none "benchmark target" }
-  step three: http { method: "POST"  url: "${params.base}/three"  body: { n: params.n }
+  step three: http { after two  method: "POST"  url: "${params.base}/three"  body: { n: params.n }
                      compensate none "benchmark target" }
 }
 """
@@ -188,8 +188,9 @@ class Servers:
 class Cluster:
     """``flow coordinator`` and ``flow worker`` processes on a fresh database and vhost."""
 
-    def __init__(self, servers: Servers, workers: int, threads: int, logdir: Path) -> None:
+    def __init__(self, servers: Servers, workers: int, threads: int, logdir: Path, *, keep: bool = False) -> None:
         tag = uuid.uuid4().hex[:8]
+        self.keep = keep
         self.servers, self.logdir = servers, logdir
         self.db, self.vhost = f"flow_recovery_{tag}", f"flow_recovery_{tag}"
         servers.admin(f'CREATE DATABASE "{self.db}"')
@@ -243,6 +244,9 @@ class Cluster:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.keep:
+            print(f"  kept database {self.db} and vhost {self.vhost}", file=sys.stderr)
+            return
         try:
             self.servers.admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
         finally:
@@ -272,7 +276,7 @@ def run_once(label: str, args: argparse.Namespace, servers: Servers, faults: lis
     logdir = Path(tempfile.mkdtemp(prefix="flow-recovery-"))
     sink = Sink(args.step_seconds)
     base = sink.start()
-    cluster = Cluster(servers, args.workers, args.threads, logdir)
+    cluster = Cluster(servers, args.workers, args.threads, logdir, keep=args.keep)
     try:
         cluster.start()
         store = Store(make_engine(cluster.database_url))
@@ -405,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before unfinished runs count as lost")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds for the processes to connect")
     parser.add_argument("--show", type=int, default=8, help="timelines of the N slowest tasks")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and vhosts (to study them)")
     parser.add_argument("--pg-cluster", default="15 recov", help="'VERSION NAME' for pg_ctlcluster")
     parser.add_argument("--rabbit-node", default="recov@localhost", help="node name for rabbitmqctl -n")
     args = parser.parse_args(argv)

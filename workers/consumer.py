@@ -6,8 +6,8 @@ finished results (persistent, with publisher confirms) and only then acks the ta
 acked only once its result is safely with the broker; a crash in between means a redelivery, which
 the coordinator's compare-and-set transitions make harmless (at-least-once execution).
 
-The coordinator knows what the worker holds: a delivery held longer than ``RECEIVED_AFTER``
-without starting is reported ``received`` (a delivery lease: the coordinator dispatches it again
+The coordinator knows what the worker holds: a delivery held a quarter of the lease without
+starting is reported ``received`` (a delivery lease: the coordinator dispatches it again
 if it does not start within ``FLOW_LEASE_SECONDS``), a task running longer than ``STARTED_AFTER``
 is reported ``started``, and every ``lease / 4`` seconds each running task sends a ``heartbeat``
 that renews its lease. So a stalled worker loses its tasks within the lease, and a step may run
@@ -80,8 +80,10 @@ BUSY_TICK = 0.01
 # store applies from pending (pending -> processing -> final in one write): half the messages and
 # half the coordinator's work for short steps, and the lease is irrelevant for them.
 STARTED_AFTER = 0.05
-# A delivery held this long without starting (waiting for a free handler) is reported ``received``.
-RECEIVED_AFTER = 1.0
+# A delivery held ``lease / RECEIVED_AFTER_LEASE_PART`` seconds without starting (waiting for a
+# free handler) is reported ``received``: late enough that a worker's normal prefetch wait sends
+# nothing (each report is a coordinator write), early enough to bound a stall at 1.25 leases.
+RECEIVED_AFTER_LEASE_PART = 4
 # Deliveries held per handler thread (the prefetch window): enough to keep the threads busy between
 # two turns of the pump, few enough that a dead worker's prefetch costs little.
 PREFETCH_PER_THREAD = 2
@@ -167,6 +169,7 @@ class Worker:
         # Lease timing: every report renews the lease, so heartbeats come 4 times per lease.
         self._lease = settings.lease_seconds
         self._heartbeat_every = settings.lease_seconds / 4
+        self._received_after = settings.lease_seconds / RECEIVED_AFTER_LEASE_PART
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
         self._consumer: kombu.Consumer | None = None
@@ -563,7 +566,7 @@ class Worker:
                 self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, report,
                                               worker=self.name, started_at=entry.start.at).encode())
         if self._suspect is not None and self._suspect_received is None \
-                and wall - self._suspect_since >= RECEIVED_AFTER:
+                and wall - self._suspect_since >= self._received_after:
             # A suspect waiting for the handlers in flight: held, not started (a delivery lease).
             self._suspect_received = now
             task = self._suspect[1]
@@ -580,7 +583,7 @@ class Worker:
         """The progress report ``entry`` is due for at this turn, if any (and mark it sent)."""
         started = entry.start.at
         if started is None:
-            if entry.received_at is None and wall - entry.started_at >= RECEIVED_AFTER:
+            if entry.received_at is None and wall - entry.started_at >= self._received_after:
                 # Not renewed until it starts: a delivery that cannot start is given up in time.
                 entry.received_at = now
                 return "received"

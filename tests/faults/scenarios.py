@@ -61,9 +61,10 @@ def kill_workers(runs: int = 60, kills: int = 3, rng: random.Random | None = Non
 
 
 def sigstop_past_lease(runs: int = 20) -> Report:
-    """SIGSTOP the worker holding a step past the lease (2 s timeout + 5 s grace), then SIGCONT:
-    the step is delivered again (same key) to another worker, the late result is refused."""
-    with cluster(workers=2, concurrency=4) as (c, sink):
+    """SIGSTOP the worker holding a step past the lease (``FLOW_LEASE_SECONDS=2`` + 5 s grace with
+    no heartbeat), then SIGCONT: the step is delivered again (same key) to another worker, the late
+    result is refused."""
+    with cluster(workers=2, concurrency=4, env={"FLOW_LEASE_SECONDS": "2"}) as (c, sink):
         ids = c.start_runs("fault_stop", [{"base": sink.url} for _ in range(runs)])
         time.sleep(0.2)
         c.wait_effects(sink, "/slow", 1)

@@ -18,7 +18,7 @@ from engine.runtime.coordinator import Coordinator
 from engine.runtime.messaging import Broker
 from engine.settings import Settings
 from engine.store.context import LEASE_GRACE_SECONDS
-from workers.consumer import RECEIVED_AFTER, Worker
+from workers.consumer import RECEIVED_AFTER_LEASE_PART, Worker
 from workers.handler_api import TaskContext
 from workers.registry import Registry
 
@@ -127,7 +127,8 @@ def test_a_task_held_unstarted_by_a_stalled_worker_runs_elsewhere_within_the_lea
     stuck_id = ran_on_a[0]
     task_of = {r: store.get_run(r)["steps"][0]["task_id"] for r in run_ids}
     (waiting_run,) = [r for r in run_ids if task_of[r] != stuck_id]
-    bound = RECEIVED_AFTER + LEASE + LEASE_GRACE_SECONDS + 5.0  # + timer pass and scheduling slack
+    received_after = LEASE / RECEIVED_AFTER_LEASE_PART
+    bound = received_after + LEASE + LEASE_GRACE_SECONDS + 5.0  # + timer pass and scheduling slack
     while store.get_run(waiting_run)["status"] != "completed":
         assert time.monotonic() - began < bound, (
             f"the task held unstarted by the stalled worker did not complete within {bound:.0f}s; "
