@@ -87,18 +87,16 @@ RECEIVED_AFTER_LEASE_PART = 4
 # Deliveries held per handler thread (the prefetch window): enough to keep the threads busy between
 # two turns of the pump, few enough that a dead worker's prefetch costs little.
 PREFETCH_PER_THREAD = 2
-# How many published results of lost deliveries the worker remembers, to ack their redelivered
-# copies without running them again.
+# How many published results the worker remembers (task id, fencing token), to ack a redelivered
+# copy (its ack or its delivery was lost with a connection) without running it again.
 REMEMBERED_RESULTS = 10_000
 
 
 @dataclass
 class _Start:
-    """Set by the pool thread when the handler starts (``at``, wall time); ``given_up`` when it
-    found the delivery held past its delivery lease and did not run it."""
+    """Set by the pool thread when the handler starts (``at``, wall time)."""
 
     at: float | None = None
-    given_up: bool = False
 
 
 @dataclass
@@ -162,8 +160,8 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
-        # Results published for deliveries of a lost connection: their redelivered copies are
-        # acked, not run again. (task id, fencing token) -> None, oldest first.
+        # Results published (task id, fencing token) -> None, oldest first: a redelivered copy of
+        # one of them is acked, not run again.
         self._published: "OrderedDict[tuple[str, int], None]" = OrderedDict()
         self._clock = TaskClock()  # handler deadlines: the pauses of the process do not count
         # Lease timing: every report renews the lease, so heartbeats come 4 times per lease.
@@ -260,6 +258,10 @@ class Worker:
                 continue
             entry.message = None
             kept += 1
+            if entry.future.done():
+                # Its result may have been taken for a batch that the loss interrupted: queue it
+                # again (a second queueing of the same future is skipped).
+                self._done.put(entry.future)
         if kept:
             log.warning("connection lost with %d handlers running or finished: their results are "
                         "published once the broker is back", kept)
@@ -541,15 +543,15 @@ class Worker:
         """Publish the results of every finished task, and the progress reports that are due
         (``received``, ``started``, ``heartbeat``: see the module docstring), in one pipelined
         batch; wait once for the broker's confirms, then ack the finished tasks."""
-        finished: list[_InFlight] = []
+        finished: dict[int, _InFlight] = {}
         while True:
             try:
                 future = self._done.get_nowait()
             except queue.Empty:
                 break
-            entry = self._inflight.pop(id(future), None)
-            if entry is None or future.cancelled():
-                continue  # abandoned (timed out): already handled
+            entry = self._inflight.get(id(future))
+            if entry is None or future.cancelled() or id(future) in finished:
+                continue  # abandoned (timed out), or already taken
             result = future.result()
             if result is None:  # held past its delivery lease: dispatched again by now
                 log.warning("task %s waited %.0fs for a free handler, past its delivery lease: not "
@@ -557,10 +559,10 @@ class Worker:
                             time.time() - entry.started_at)
             else:
                 self._batch.add(result.encode())
-            finished.append(entry)
+            finished[id(future)] = entry
         now, wall = time.monotonic(), time.time()
-        for entry in self._inflight.values():
-            report = self._report_due(entry, now, wall)
+        for key, entry in self._inflight.items():
+            report = None if key in finished else self._report_due(entry, now, wall)
             if report is not None:
                 task = entry.task
                 self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, report,
@@ -573,11 +575,15 @@ class Worker:
             self._batch.add(ResultMessage(task.task_id, task.attempt, task.fencing_token, "received",
                                           worker=self.name).encode())
         self._batch.flush()
-        for entry in finished:
+        # Only now out of the in-flight table: had the flush failed, the connection loss keeps
+        # them (see _orphan_inflight) and their results are published on the next connection.
+        for key, entry in finished.items():
+            self._inflight.pop(key, None)
+            # Remembered before the ack: if the ack is lost with the connection, the broker
+            # redelivers the task, and the copy that reaches this worker is acked, not run.
+            self._remember_published(entry.key)
             if entry.message is not None:
                 entry.message.ack()  # only now: the result is safely with the broker
-            else:
-                self._remember_published(entry.key)
 
     def _report_due(self, entry: _InFlight, now: float, wall: float) -> str | None:
         """The progress report ``entry`` is due for at this turn, if any (and mark it sent)."""
@@ -642,7 +648,6 @@ class Worker:
         """``_execute`` with the task's ids on every log line, an attempt span, and its duration;
         None, without running it, when it waited past its delivery lease (see ``_report_due``)."""
         if entry.received_at is not None and time.monotonic() - entry.received_at > self._lease:
-            entry.start.given_up = True
             return None
         entry.start.at = time.time()
         with log_context(run_id=task.run_id, task_id=task.task_id, step=task.step, attempt=task.attempt), \
