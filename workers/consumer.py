@@ -11,8 +11,9 @@ starting is reported ``received`` (a delivery lease: the coordinator dispatches 
 if it does not start within ``FLOW_LEASE_SECONDS``), a task running longer than ``STARTED_AFTER``
 is reported ``started``, and every ``lease / 4`` seconds each running task sends a ``heartbeat``
 that renews its lease. So a stalled worker loses its tasks within the lease, and a step may run
-longer than the lease while its worker lives. A worker holds at most ``PREFETCH_PER_THREAD``
-deliveries per handler thread (``FLOW_PREFETCH`` caps it further): no more than it can start soon.
+longer than the lease while its worker lives. A worker holds no more deliveries than its threads
+can start soon: the prefetch window follows the steps' duration (``workers/prefetch.py``), capped
+by ``FLOW_PREFETCH``.
 
 On connection loss the loop reconnects with a capped backoff. Unacked deliveries of the lost
 connection are redelivered by the broker; handlers that were running keep running, and their
@@ -53,6 +54,7 @@ from engine.settings import Settings
 from workers.confirmed_batch import ConfirmedBatch, close_quietly
 from workers.handler_api import HandlerError, TaskContext, UnknownTaskType
 from workers.payloads import check_json, resolve_payload
+from workers.prefetch import PrefetchWindow
 from workers.registry import Registry
 from workers.task_clock import IDLE_POLL, TaskClock
 
@@ -84,9 +86,8 @@ STARTED_AFTER = 0.05
 # free handler) is reported ``received``: late enough that a worker's normal prefetch wait sends
 # nothing (each report is a coordinator write), early enough to bound a stall at 1.25 leases.
 RECEIVED_AFTER_LEASE_PART = 4
-# Deliveries held per handler thread (the prefetch window): enough to keep the threads busy between
-# two turns of the pump, few enough that a dead worker's prefetch costs little.
-PREFETCH_PER_THREAD = 2
+# The prefetch window is resized at most this often (a basic.qos round trip), when it changed.
+PREFETCH_RESIZE_EVERY = 1.0
 # How many published results the worker remembers (task id, fencing token), to ack a redelivered
 # copy (its ack or its delivery was lost with a connection) without running it again.
 REMEMBERED_RESULTS = 10_000
@@ -183,6 +184,9 @@ class Worker:
         self._pump_turned = self._clock()
         self._pumped: kombu.Connection | None = None
         self._cut = False
+        self._window = PrefetchWindow(self.concurrency, settings.prefetch)
+        self._window_applied = 0  # the prefetch count of the current consumer
+        self._window_resized = 0.0  # monotonic time of the last basic.qos
 
     def __del__(self) -> None:
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
@@ -272,10 +276,16 @@ class Worker:
 
     @property
     def prefetch(self) -> int:
-        """Deliveries this worker holds at most: ``PREFETCH_PER_THREAD`` per handler thread, capped
-        by ``FLOW_PREFETCH``. More would wait in this worker while another one may be idle, and die
-        with it (every one then redelivered)."""
-        return max(1, min(self.settings.prefetch, PREFETCH_PER_THREAD * self.concurrency))
+        """Deliveries this worker holds at most now (see ``workers/prefetch.py``). More would wait
+        in this worker while another one may be idle, and die with it (all then redelivered)."""
+        return self._window.size
+
+    def _resize_window(self) -> None:
+        size, now = self._window.size, time.monotonic()
+        if size == self._window_applied or self._consumer is None or now - self._window_resized < PREFETCH_RESIZE_EVERY:
+            return
+        self._consumer.qos(prefetch_count=size)
+        self._window_applied, self._window_resized = size, now
 
     def _connection(self) -> kombu.Connection:
         options: dict[str, Any] = {}
@@ -311,6 +321,9 @@ class Worker:
             prefetch_count=self.prefetch,
             no_ack=False,
         )
+        # The first measured durations resize the window at once (quick steps: to the cap within
+        # milliseconds), later changes at most every PREFETCH_RESIZE_EVERY.
+        self._window_applied, self._window_resized = self.prefetch, 0.0
         self._cut, self._pump_turned, self._pumped = False, self._clock(), connection
         with consumer:
             self.consuming.set()
@@ -350,6 +363,7 @@ class Worker:
             self._on_message(self._received.pop(0))
         connection.heartbeat_check()
         self._publish_finished()
+        self._resize_window()
         self._expire_overdue()
         self._start_alone()
 
@@ -559,6 +573,8 @@ class Worker:
                             time.time() - entry.started_at)
             else:
                 self._batch.add(result.encode())
+                if entry.start.at is not None:
+                    self._window.observe(time.time() - entry.start.at)
             finished[id(future)] = entry
         now, wall = time.monotonic(), time.time()
         for key, entry in self._inflight.items():
