@@ -3,12 +3,20 @@ process (SIGSTOP, a VM freeze), so that a resumed worker does not declare a time
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from typing import Callable
 
-# The pump turns at least every IDLE_POLL seconds (drain_events timeout when idle); a longer gap
-# means the whole process was paused.
+log = logging.getLogger("flow.worker")
+
+# The worker's pump waits at most IDLE_POLL seconds for deliveries when idle (drain_events timeout).
 IDLE_POLL = 0.5
 PAUSE_GAP = 2.0
+# The ticker thread turns the clock this often. It does nothing else, so a gap between its turns
+# is a pause of the whole process, not a call of the pump that blocked (a reconnect, a confirm
+# wait while the broker is away): those must not count as pauses.
+TICK = 0.1
 
 
 class TaskClock:
@@ -17,8 +25,8 @@ class TaskClock:
     Handler deadlines are instants of this clock. After a SIGSTOP or a VM freeze the monotonic
     clock has jumped; had the pause counted, a handler whose response was waiting in its socket
     would be declared timed out, and the retry would repeat, under a new idempotency key, an
-    effect that already happened. The worker's loop turns at least every ``IDLE_POLL`` seconds, so
-    a gap of more than ``PAUSE_GAP`` between two turns is a pause, and it is taken out.
+    effect that already happened. A ticker thread (``start_ticker``) turns it every ``TICK`` seconds; a gap of more than
+    ``PAUSE_GAP`` between two turns is a pause, and it is taken out.
     """
 
     def __init__(self) -> None:
@@ -39,7 +47,29 @@ class TaskClock:
         self._last_turn = now
         return paused
 
+    def start_ticker(self, stop_event: threading.Event,
+                     on_tick: Callable[[], None] | None = None) -> threading.Thread:
+        """Turn the clock every ``TICK`` seconds until ``stop_event`` is set, logging pauses;
+        then call ``on_tick`` (a watchdog), whose errors are logged, not raised."""
+
+        def tick() -> None:
+            while not stop_event.wait(TICK):
+                paused = self.turn()
+                if paused:
+                    log.warning("this process was paused for %.1fs; that time does not count "
+                                "against deadlines", paused)
+                if on_tick is not None:
+                    try:
+                        on_tick()
+                    except Exception:  # the ticker must keep the clock turning
+                        log.exception("worker watchdog failed")
+
+        self._last_turn = time.monotonic()
+        thread = threading.Thread(target=tick, name="flow-task-clock", daemon=True)
+        thread.start()
+        return thread
+
     @staticmethod
     def _pause_in(gap: float) -> float:
         # Of a gap between two turns, all but one normal turn's worth was a pause.
-        return gap - IDLE_POLL if gap > PAUSE_GAP else 0.0
+        return gap - TICK if gap > PAUSE_GAP else 0.0

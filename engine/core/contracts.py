@@ -18,7 +18,10 @@ MESSAGE_VERSION = 1
 ERROR_CLASSES = ("timeout", "network", "http.4xx", "http.429", "http.5xx", "invalid_input", "handler")
 
 
-RESULT_STATUSES = ("started", "completed", "failed")
+# ``received``, ``started`` and ``heartbeat`` report progress (they renew the task's lease and
+# change no run); ``completed`` and ``failed`` end the attempt.
+PROGRESS_STATUSES = ("received", "started", "heartbeat")
+RESULT_STATUSES = (*PROGRESS_STATUSES, "completed", "failed")
 
 
 class MessageError(FlowError, ValueError):
@@ -137,19 +140,22 @@ class TaskMessage:
 
 @dataclass(frozen=True)
 class ResultMessage:
-    """What a worker reports for one attempt: ``started`` when it begins (so the coordinator can
-    mark the task processing and start its lease), then ``completed`` with an output, or ``failed``."""
+    """What a worker reports for one attempt: ``received`` when it has held the delivery a while
+    without starting it (a delivery lease), ``started`` when it begins (the coordinator marks the
+    task processing and starts its lease), ``heartbeat`` while it runs (renews the lease), then
+    ``completed`` with an output, or ``failed``."""
 
     task_id: str
     attempt: int
     fencing_token: int
-    status: str  # "started" | "completed" | "failed"
+    status: str  # one of RESULT_STATUSES
     output: Any = None
     error: Failure | None = None
     worker: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
     logs: tuple[dict[str, Any], ...] = ()
+    received_at: float | None = None  # when the worker got the delivery (wall time)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +170,7 @@ class ResultMessage:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "logs": list(self.logs),
+            "received_at": self.received_at,
         }
 
     def encode(self) -> str:
@@ -189,6 +196,7 @@ class ResultMessage:
                 started_at=data.get("started_at"),
                 finished_at=data.get("finished_at"),
                 logs=tuple(data.get("logs") or ()),
+                received_at=data.get("received_at"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"result message is missing or has a bad field: {exc}") from None

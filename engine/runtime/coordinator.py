@@ -28,7 +28,9 @@ log = logging.getLogger("flow.coordinator")
 # retry fires after its backoff delay; a pass that finds nothing due is three indexed SELECTs.
 TIMER_INTERVAL = 0.1
 RELAY_LIMIT = 500
-MAX_BACKOFF = 10.0
+# Backoff after a failed pass (an outage): capped low, so that the coordinator is back within a
+# couple of seconds of the broker or the database; a pass that fails costs little.
+MAX_BACKOFF = 2.0
 
 
 Publish = Callable[[list[OutboxMessage]], None]

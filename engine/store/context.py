@@ -43,7 +43,7 @@ versions = cast(Table, WorkflowVersion.__table__)
 
 # Statements with ``IN (...)`` are cut into chunks: PostgreSQL and SQLite limit bound parameters.
 CHUNK = 900
-# How long after a task's timeout (or the default lease) a worker that went silent loses its task.
+# How long past its lease (the last report of its worker) a silent worker loses its task.
 LEASE_GRACE_SECONDS = 5.0
 
 

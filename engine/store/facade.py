@@ -59,7 +59,7 @@ class Store:
         engine: from ``engine.store.db.make_engine``; the schema must be migrated (``engine.store.db.upgrade``).
         clock: seconds since the epoch; tests inject one to move time.
         rng: the random source of retry jitter (tests pass a seeded one).
-        lease_seconds: how long a processing task without a timeout may stay silent.
+        lease_seconds: how long a worker may stay silent about a task it holds (it reports and heartbeats more often).
         max_deliveries: lease expiries of one attempt (each re-dispatches the same attempt, same
             idempotency key) before the attempt fails with class ``timeout``.
     """

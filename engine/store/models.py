@@ -165,6 +165,13 @@ class Task(Base):
             postgresql_where=text("status = 'processing'"),
             sqlite_where=text("status = 'processing'"),
         ),
+        # Delivery leases of tasks held unstarted by a worker (0008; engine/store/timers.py).
+        Index(
+            "ix_tasks_lease_pending",
+            "lease_expires_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, or_, select, text, update
 
+from engine.core import contracts
 from engine.core import retry as retry_policy
 from engine.core.contracts import Failure, ResultMessage
 from engine.core.states import TaskStatus, can_task
@@ -106,7 +107,7 @@ def apply_results(ctx: StoreContext, results: Sequence[ResultMessage]) -> BatchO
                 continue
             applied += 1
             rows[result.task_id] = new
-            if new["run_id"] and result.status != "started":
+            if new["run_id"] and result.status not in contracts.PROGRESS_STATUSES:
                 touched.add(new["run_id"])
         planned = plan_runs(ctx, conn, {r: locked[r] for r in touched if r in locked}, writes, now)
         writes.flush(conn)
@@ -210,16 +211,31 @@ def _apply_one(
     # still what guarantees it, for tasks without a run (not covered by a run lock).
     if row["fencing_token"] != result.fencing_token or T(row["status"]) not in RESULT_SOURCES:
         return None
+    # The lease is the silence a worker is allowed: every report of a task renews it, and a worker
+    # reports the tasks it holds (received, then started) and heartbeats the running ones, so a
+    # step may run longer than the lease while its worker lives (see workers/consumer.py).
+    lease = after(now, ctx.lease_seconds + LEASE_GRACE_SECONDS)
+    if result.status == "received":
+        # Held by a worker but not started yet: a delivery lease, not renewed until it starts, so
+        # that a stalled worker (or one whose handlers are all stuck) gives it up within the bound.
+        if row["status"] != T.PENDING.value:
+            return None
+        return cas_task(conn, row["id"], {T.PENDING}, {"lease_expires_at": lease, "updated_at": now},
+                        result.fencing_token)
+    if result.status == "heartbeat":
+        if row["status"] != T.PROCESSING.value:
+            return None
+        return cas_task(conn, row["id"], {T.PROCESSING}, {"lease_expires_at": lease, "updated_at": now},
+                        result.fencing_token)
     if result.status == "started":
         if row["status"] != T.PENDING.value:
             return None
-        lease = (row["timeout"] or ctx.lease_seconds) + LEASE_GRACE_SECONDS
         started = to_datetime(result.started_at) or now
         return cas_task(
             conn, row["id"], {T.PENDING},
             {
                 "status": T.PROCESSING.value,
-                "lease_expires_at": after(now, lease),
+                "lease_expires_at": lease,
                 "started_at": row["started_at"] or started,
                 "updated_at": now,
             },
@@ -303,7 +319,8 @@ def _log_attempt(
     if failure is not None:
         data["error"] = failure.to_json()
     if result is not None:
-        data.update(worker=result.worker, started_at=result.started_at, finished_at=result.finished_at)
+        data.update(worker=result.worker, received_at=result.received_at, started_at=result.started_at,
+                    finished_at=result.finished_at)
         for entry in result.logs:
             entry = dict(entry)
             at = entry.pop("time", None) or entry.pop("at", None)

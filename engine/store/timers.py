@@ -75,13 +75,18 @@ def _due_retries(ctx: StoreContext, limit: int) -> int:
 
 
 def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
-    """``processing`` tasks whose worker went silent: the same attempt is delivered again (same
-    idempotency key, next fencing token); the ``max_deliveries``-th expiry of an attempt is a failed
-    attempt of class ``timeout`` (retry policy, then dead letter): the poison-task bound."""
+    """Tasks whose worker went silent: the same attempt is delivered again (same idempotency key,
+    next fencing token). ``processing``: the worker stopped reporting it (heartbeats); the
+    ``max_deliveries``-th expiry of an attempt is a failed attempt of class ``timeout`` (retry
+    policy, then dead letter): the poison-task bound. ``pending`` with a lease: a worker reported
+    that it holds the delivery but did not start it within the lease (a stalled worker, or all its
+    handlers stuck); it is always delivered again, since it never ran."""
     with ctx.engine.begin() as conn:
         now = ctx.now()
+        # One OR branch per status, so that each can use its partial index (0008).
         expired = (
-            (tasks.c.status == T.PROCESSING.value) & (tasks.c.lease_expires_at < now)
+            ((tasks.c.status == T.PROCESSING.value) & (tasks.c.lease_expires_at < now))
+            | ((tasks.c.status == T.PENDING.value) & (tasks.c.lease_expires_at < now))
         )
         candidates = conn.execute(
             select(tasks.c.id, tasks.c.run_id)
@@ -104,13 +109,14 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
         for found in conn.execute(statement).mappings().all():
             row = dict(found)
             expiries = int(row.get("lease_expiries") or 0) + 1
-            lease = row["timeout"] or ctx.lease_seconds
-            if expiries < ctx.max_deliveries:
+            lease = ctx.lease_seconds
+            unstarted = row["status"] == T.PENDING.value
+            if unstarted or expiries < ctx.max_deliveries:
                 # The same attempt again: same idempotency key (a target that saw the first
                 # delivery answers from its cache), next fencing token (the silent worker's
                 # result, if it comes, is refused).
                 new = cas_task(
-                    conn, row["id"], {T.PROCESSING},
+                    conn, row["id"], {T.PROCESSING, T.PENDING},
                     {
                         "status": T.PENDING.value,
                         "fencing_token": row["fencing_token"] + 1,
@@ -123,9 +129,11 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
                 )
                 if new is not None:
                     failed += 1
+                    silence = ("held by a worker that did not start it within the lease" if unstarted
+                               else "no report from its worker within the lease")
                     queue_log(
                         writes, new, "warning",
-                        f"attempt {new['attempt']}: no result within the lease ({lease:g}s plus grace); "
+                        f"attempt {new['attempt']}: {silence} ({lease:g}s plus grace); "
                         f"delivered again with the same idempotency key (lease expiry {expiries} of "
                         f"{ctx.max_deliveries})",
                         now, data={"lease_expiries": expiries},
@@ -134,7 +142,7 @@ def _expired_leases(ctx: StoreContext, limit: int) -> tuple[int, set[str]]:
                 continue
             failure = Failure(
                 "timeout",
-                f"no result within the task's lease ({lease:g}s plus grace), {expiries} times in a "
+                f"no report from its worker within the task's lease ({lease:g}s plus grace), {expiries} times in a "
                 "row; the worker is presumed lost and its result, if it comes, will be refused",
                 retryable=True,
             )

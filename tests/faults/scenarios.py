@@ -61,9 +61,10 @@ def kill_workers(runs: int = 60, kills: int = 3, rng: random.Random | None = Non
 
 
 def sigstop_past_lease(runs: int = 20) -> Report:
-    """SIGSTOP the worker holding a step past the lease (2 s timeout + 5 s grace), then SIGCONT:
-    the step is delivered again (same key) to another worker, the late result is refused."""
-    with cluster(workers=2, concurrency=4) as (c, sink):
+    """SIGSTOP the worker holding a step past the lease (``FLOW_LEASE_SECONDS=2`` + 5 s grace with
+    no heartbeat), then SIGCONT: the step is delivered again (same key) to another worker, the late
+    result is refused."""
+    with cluster(workers=2, concurrency=4, env={"FLOW_LEASE_SECONDS": "2"}) as (c, sink):
         ids = c.start_runs("fault_stop", [{"base": sink.url} for _ in range(runs)])
         time.sleep(0.2)
         c.wait_effects(sink, "/slow", 1)
@@ -194,6 +195,43 @@ def proxy_cuts(runs: int = 40, cuts: int = 2, commit_cuts: int = 0) -> Report:
         from tests.faults.harness import drop_database
 
         drop_database(real)
+
+
+def recovery_at_full_speed(runs: int = 40, delay: float = 0.5, threads: int = 8) -> Report:
+    """The short version of ``bench/recovery.py`` (issue 19): 2 workers x ``threads`` and one
+    coordinator, all reaching RabbitMQ through a TCP proxy; a chain with a ``delay`` s step. Once
+    work is flowing: kill -9 a worker (restarted), cut the broker for everyone for 2 s, kill -9 the
+    coordinator (restarted). ``extra["repeat_bound"]``: the repeats (``replays``) allowed: what the
+    killed worker had running (``threads``), plus the handlers running during the cut that the
+    other worker runs again (their results are recorded from the first run, but the broker may give
+    a redelivered copy to the other worker: about half of the ``2 x threads`` running)."""
+    from tests.faults.harness import create_vhost
+    from tests.faults.proxy import Proxy
+
+    vhost = create_vhost()
+    proxy = Proxy("127.0.0.1", 5672)
+    try:
+        with cluster(coordinators=1, workers=2, concurrency=threads,
+                     broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}",
+                     env={"FLOW_PREFETCH": "32"}) as (c, sink):
+            ids = c.start_runs("fault_slow", [{"base": sink.url, "delay": delay} for _ in range(runs)])
+            c.wait_effects(sink, "/slow", threads)
+            c.restart("worker-0")  # kill -9, then started again
+            c.wait_effects(sink, "/slow", runs // 2)
+            proxy.cut()
+            time.sleep(2.0)
+            proxy.restore()
+            c.wait_effects(sink, "/s2", runs // 4)
+            c.restart("coordinator-0")
+            after = time.monotonic()
+            c.wait_terminal(ids, RECOVERY_TIMEOUT)
+            report = check(c.store.engine, sink, ids, "worker kill, broker cut, coordinator kill",
+                           recovery_s=time.monotonic() - after)
+            report.extra.update(repeat_bound=2 * threads, logs_paused=c.log_text("worker").count("was paused"))
+            return report
+    finally:
+        proxy.close()
+        rabbitmqctl("delete_vhost", vhost)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
@@ -443,6 +481,7 @@ SCENARIOS: dict[str, Callable[..., Report]] = {
     "saga_worker_killed_during_compensation": saga_worker_killed_during_compensation,
     "compensation_always_fails": compensation_always_fails,
     "schedulers_killed": schedulers_killed,
+    "recovery_at_full_speed": recovery_at_full_speed,
 }
 
 

@@ -62,7 +62,7 @@ workflow fault_slow(base: string, delay: float = 1.0) {
 
 ALL = CHAIN + SAGA.replace("flow 1", "") + POISON.replace("flow 1", "") + SLOW.replace("flow 1", "")
 
-# Short step timeout (lease = 2 s + 5 s grace) for the SIGSTOP scenario.
+# The SIGSTOP scenario's workflow (its cluster sets FLOW_LEASE_SECONDS=2: lease = 2 s + 5 s grace).
 STOPPABLE = """
 flow 1
 workflow fault_stop(base: string) {
