@@ -57,7 +57,7 @@ def identify(token: str) -> TokenIdentity | None:
     if configured and hmac.compare_digest(token.encode("utf-8"), configured.encode("utf-8")):
         return TokenIdentity(name="admin", role="admin")
     try:
-        return services().store.authenticate_token(token)  # type: ignore[no-any-return]
+        return services().store.authenticate_token(token)
     except TokenExpired as exc:
         raise ApiError(401, "token_expired", f"The bearer token has expired: {exc}.",
                        {"expired_at": exc.expired_at}) from None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from flask import current_app
+from sqlalchemy import Engine
 
 from engine.settings import Settings
+from engine.store import Store
+from engine.store.schedules import ScheduleStore
 
 
 @dataclass(frozen=True)
@@ -15,9 +17,9 @@ class Services:
     """What the views need: the settings, the engine's store and the SQLAlchemy engine it uses."""
 
     settings: Settings
-    store: Any  # engine.store.Store; typed loosely so the app builds while the store lands
-    db: Any  # sqlalchemy.Engine, for the health check
-    schedules: Any  # engine.store.schedules.ScheduleStore
+    store: Store
+    db: Engine  # for the health check
+    schedules: ScheduleStore
     read_auth: bool = False
     # The task types the workers of this process consume (`flow up`), None when they are elsewhere.
     served_task_types: frozenset[str] | None = None
@@ -25,9 +27,10 @@ class Services:
 
 def services() -> Services:
     """The services of the current app."""
-    return current_app.extensions["flow"]  # type: ignore[no-any-return]
+    found: Services = current_app.extensions["flow"]
+    return found
 
 
-def store() -> Any:
+def store() -> Store:
     """The engine store of the current app."""
     return services().store

@@ -98,7 +98,7 @@ def show(run_id: str) -> Response:
     return page("runs/show.html", "runs/_live.html", **run_context(run_id), notice=None)
 
 
-def _act(run_id: str, action: Callable[[], None], done: str) -> Any:
+def _act(run_id: str, action: Callable[[], object], done: str) -> Any:
     """Run ``action``; show the run with the outcome in place (htmx) or redirect with a flash."""
     status = 200
     try:
