@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
-import time
 
 import kombu
 
 from engine.core import contracts
 from engine.runtime import topology
+from engine.runtime.confirms import Confirms
 
 log = logging.getLogger("flow.worker")
 
@@ -18,48 +17,24 @@ class ConfirmedBatch:
     """Results published on their own channel, pipelined: ``add`` writes nothing yet; ``flush``
     publishes the batch (persistent) and returns once the broker confirmed all of it (one wait for
     the batch instead of one round trip per message), or raises (the connection is then dropped
-    and the unacked tasks are redelivered)."""
+    and the unacked tasks are redelivered). Confirms as the coordinator's relay does them
+    (``engine.runtime.confirms``); without them (the in-memory transport) a publish is final."""
 
     def __init__(self, connection: kombu.Connection) -> None:
         self._connection = connection
         self._bodies: list[str] = []
         channel = connection.channel()
-        raw = getattr(channel, "_basic_publish", None)
-        self._confirms = raw is not None and hasattr(channel, "confirm_select")
-        if self._confirms:
-            # The connection confirms each publish synchronously (``confirm_publish``); this
-            # channel waits for a whole batch instead.
-            channel.basic_publish = raw
-            channel.events["basic_ack"].add(self._on_ack)
-            channel.events["basic_nack"].add(self._on_nack)
-            channel.confirm_select()
+        self._confirms = Confirms(channel) if connection.transport.driver_type == "amqp" else None
         self._producer = kombu.Producer(channel, exchange=topology.task_exchange(), auto_declare=False)
-        self._sent = 0  # delivery tags of the channel count its publishes from 1
-        self._unconfirmed: set[int] = set()
-        self._nacked = False
 
     def add(self, body: str) -> None:
         self._bodies.append(body)
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= delivery_tag])
-        else:
-            self._unconfirmed.discard(delivery_tag)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked = True
-        self._on_ack(delivery_tag, multiple)
 
     def flush(self) -> None:
         if not self._bodies:
             return
         bodies, self._bodies = self._bodies, []
         for body in bodies:
-            if self._confirms:
-                # Counted before the publish: its confirm may be read while the next one is written.
-                self._sent += 1
-                self._unconfirmed.add(self._sent)
             self._producer.publish(
                 body,
                 routing_key=contracts.RESULT_QUEUE,
@@ -68,19 +43,10 @@ class ConfirmedBatch:
                 delivery_mode=2,
                 retry=False,
             )
-        if not self._confirms:
-            return
-        deadline = time.monotonic() + 30.0
-        while self._unconfirmed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise OSError("no publisher confirm from the broker within 30s")
-            try:
-                self._connection.drain_events(timeout=remaining)
-            except socket.timeout:
-                pass
-        if self._nacked:
-            raise OSError("the broker refused a result (nack); reconnecting")
+            if self._confirms is not None:
+                self._confirms.sent()
+        if self._confirms is not None:
+            self._confirms.wait(self._connection)
 
 
 def close_quietly(connection: kombu.Connection) -> None:

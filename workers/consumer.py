@@ -50,6 +50,7 @@ from engine.core.contracts import Failure, MessageError, ResultMessage, TaskMess
 from engine.observability import metrics, tracing
 from engine.observability.logs import log_context
 from engine.runtime import topology
+from engine.runtime.confirms import Confirms, Nacked
 from engine.settings import Settings
 from workers.confirmed_batch import ConfirmedBatch, close_quietly
 from workers.handler_api import HandlerError, TaskContext, UnknownTaskType
@@ -172,6 +173,8 @@ class Worker:
         self._received: list[Message] = []  # delivered, not yet handled (connection thread only)
         self._pool: ThreadPoolExecutor | None = None
         self._consumer: kombu.Consumer | None = None
+        self._confirms: Confirms | None = None  # of the consuming channel (py-amqp only)
+        self._connection_now: kombu.Connection | None = None
         # A suspect waiting for the handlers in flight to finish, then running alone; while it
         # waits or runs, this worker takes nothing else (its consumer is cancelled, deliveries that
         # were already on their way are handed back).
@@ -213,7 +216,8 @@ class Worker:
                     self.connections += 1
                     backoff = BACKOFF_START
                     self._consume(connection)
-                except (*connection.connection_errors, *connection.channel_errors, OperationalError, OSError) as exc:
+                except (*connection.connection_errors, *connection.channel_errors, OperationalError, OSError,
+                        Nacked) as exc:
                     self.consuming.clear()
                     self._orphan_inflight()
                     log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
@@ -292,7 +296,6 @@ class Worker:
         if self.settings.broker_url.startswith("memory"):
             options["polling_interval"] = 0.001  # the in-memory transport polls; keep latency low
         else:
-            options["confirm_publish"] = True
             options["client_properties"] = {"connection_name": self.name}
         return kombu.Connection(self.settings.broker_url, heartbeat=20, transport_options=options)
 
@@ -311,6 +314,10 @@ class Worker:
         for entity in entities:
             entity.bind(channel).declare()
         self._producer = kombu.Producer(channel, exchange=topology.task_exchange(), auto_declare=False)
+        # A copy handed back and a result published on their own are confirmed before the
+        # delivery they stand for is acked (at worst a duplicate, never a loss).
+        self._confirms = Confirms(channel) if connection.transport.driver_type == "amqp" else None
+        self._connection_now = connection
         self._batch = ConfirmedBatch(connection)
         self._received.clear()
         self._suspect, self._alone = None, False
@@ -512,7 +519,8 @@ class Worker:
             delivery_mode=2,
             retry=False,
         )
-        message.ack()  # only once the copy is confirmed (confirm_publish): at worst a duplicate
+        self._confirmed()
+        message.ack()  # only once the copy is confirmed: at worst a duplicate
 
     def _hand_back_raw(self, message: Message) -> None:
         try:
@@ -553,7 +561,8 @@ class Worker:
             delivery_mode=2,
             retry=False,
         )
-        message.ack()  # only once the copy is confirmed (confirm_publish): at worst a duplicate
+        self._confirmed()
+        message.ack()  # only once the copy is confirmed: at worst a duplicate
         return True
 
     def _publish_finished(self) -> None:
@@ -659,6 +668,13 @@ class Worker:
             delivery_mode=2,
             retry=False,  # a failure surfaces to run(), which reconnects; the task is redelivered
         )
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        """Wait until the broker confirmed the publish just made on the consuming channel."""
+        if self._confirms is not None and self._connection_now is not None:
+            self._confirms.sent()
+            self._confirms.wait(self._connection_now)
 
     # -- per task (on a pool thread) ----------------------------------------------------------
 

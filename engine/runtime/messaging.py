@@ -30,6 +30,7 @@ from engine.core.contracts import (
     MessageError,
     ResultMessage,
 )
+from engine.runtime.confirms import Confirms, Nacked
 from engine.runtime.topology import (
     dead_letter_exchange,
     dead_letter_queue,
@@ -44,7 +45,6 @@ log = logging.getLogger("flow.messaging")
 # Retries of a connection before an operation gives up and raises (the caller backs off and tries
 # again later; for the relay, the outbox keeps the rows meanwhile).
 CONNECT_RETRIES = 5
-CONFIRM_TIMEOUT = 30.0
 # After a lone result (the previous batch had one), how long a batch waits for companions: only
 # long enough to take the frames already in the socket.
 LONE_RESULT_WAIT = 0.0002
@@ -167,10 +167,7 @@ class Publisher:
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
         self._producer: Producer | None = None
-        # Confirm bookkeeping of the current channel: delivery tags count publishes from 1.
-        self._next_tag = 1
-        self._unconfirmed: set[int] = set()
-        self._nacked: set[int] = set()
+        self._confirms: Confirms | None = None  # of the current channel (py-amqp only)
         # Task queues this publisher has declared: a message routed to no queue would be confirmed
         # and dropped by RabbitMQ, so the first message of a new task type declares its queue.
         self._declared: set[str] = set()
@@ -203,7 +200,7 @@ class Publisher:
 
     def _recoverable(self, exc: BaseException) -> bool:
         conn = self._conn
-        errors: tuple[type[BaseException], ...] = (OSError, socket.timeout, _Nacked)
+        errors: tuple[type[BaseException], ...] = (OSError, socket.timeout, Nacked)
         if conn is not None:
             errors += conn.connection_errors + conn.channel_errors
         return isinstance(exc, errors)
@@ -214,21 +211,14 @@ class Publisher:
         conn = self.broker.connect()
         self.broker.ensure_connected(conn, "publisher")
         channel = conn.channel()
-        if _is_amqp(conn):
-            channel.events["basic_ack"].add(self._on_ack)
-            channel.events["basic_nack"].add(self._on_nack)
-            channel.confirm_select()
+        self._confirms = Confirms(channel) if _is_amqp(conn) else None
         self._conn, self._channel = conn, channel
         self._producer = Producer(channel, auto_declare=False)
-        self._next_tag = 1
-        self._unconfirmed.clear()
-        self._nacked.clear()
         self._declared.clear()
 
     def _publish_all(self, messages: Sequence[OutboxLike]) -> None:
         assert self._producer is not None and self._conn is not None
-        confirms = _is_amqp(self._conn)
-        first_tag = self._next_tag
+        confirms = self._confirms
         for message in messages:
             self._declare_for(message)
             self._producer.publish(
@@ -242,11 +232,10 @@ class Publisher:
                 message_id=str(message.id),
                 retry=False,  # failures come back here, where the whole batch is republished
             )
-            if confirms:
-                self._unconfirmed.add(self._next_tag)
-                self._next_tag += 1
-        if confirms:
-            self._wait_for_confirms(first_tag)
+            if confirms is not None:
+                confirms.sent()
+        if confirms is not None:
+            confirms.wait(self._conn)
 
     def _declare_for(self, message: OutboxLike) -> None:
         key = message.routing_key
@@ -255,32 +244,8 @@ class Publisher:
         task_queue(key, quorum=self.broker.quorum).bind(self._channel).declare()
         self._declared.add(key)
 
-    def _wait_for_confirms(self, first_tag: int) -> None:
-        assert self._conn is not None
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
-        while self._unconfirmed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise socket.timeout(f"no confirm from the broker within {CONFIRM_TIMEOUT:.0f}s")
-            self._conn.drain_events(timeout=remaining)
-        nacked = {tag for tag in self._nacked if tag >= first_tag}
-        self._nacked.clear()
-        if nacked:
-            raise _Nacked(f"the broker refused {len(nacked)} messages (nack)")
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= delivery_tag])
-        else:
-            self._unconfirmed.discard(delivery_tag)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        tags = [t for t in self._unconfirmed if t <= delivery_tag] if multiple else [delivery_tag]
-        self._nacked.update(tags)
-        self._on_ack(delivery_tag, multiple)
-
     def _reset(self) -> None:
-        conn, self._conn, self._channel, self._producer = self._conn, None, None, None
+        conn, self._conn, self._channel, self._producer, self._confirms = self._conn, None, None, None, None
         if conn is not None:
             try:
                 conn.collect()  # drop the broken socket without a close handshake
@@ -294,10 +259,6 @@ class Publisher:
                 conn.release()
             except Exception as exc:  # closing a dead connection may raise; it is gone either way
                 log.debug("publisher close: %s", exc)
-
-
-class _Nacked(Exception):
-    """The broker nacked a message (it could not store it); the batch is published again."""
 
 
 ResultHandler = Callable[[list[ResultMessage]], None]

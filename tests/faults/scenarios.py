@@ -68,7 +68,10 @@ def sigstop_past_lease(runs: int = 20) -> Report:
         ids = c.start_runs("fault_stop", [{"base": sink.url} for _ in range(runs)])
         time.sleep(0.2)
         c.wait_effects(sink, "/slow", 1)
-        victim = "worker-0"
+        # The worker that holds a slow step (the other may hold none: the prefetch window follows
+        # the steps' duration), found by its connection to the sink.
+        holders = [c.pid_of_client_port(r.client_port) for r in sink.effects("/slow")]
+        victim = next((name for name in holders if name is not None), "worker-0")
         c.kill(victim, signal.SIGSTOP)
         time.sleep(9.0)
         c.kill(victim, signal.SIGCONT)

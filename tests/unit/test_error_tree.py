@@ -14,7 +14,7 @@ from engine.core.errors import EngineError
 
 PACKAGES = ("dsl", "engine", "workers", "web")
 # Control flow inside one module, never raised to a caller.
-INTERNAL = {"dsl.lalr.NeedsLark", "engine.runtime.messaging._Nacked"}
+INTERNAL = {"dsl.lalr.NeedsLark"}
 # Modules that need an optional extra or start something on import.
 SKIP_MODULES = ("engine.store.migrations",)
 
