@@ -38,7 +38,18 @@ def _describe(tree: Any) -> str:
 
 def plain(value: Any) -> Any:
     """A JSON-ready copy of ``value``: dataclasses, enums, times, UUIDs and ``to_json()`` objects."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    kind = type(value)
+    # Documents are mostly plain dicts, lists and strings: those first (a batch start's answer
+    # walks tens of thousands of values).
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict:
+        if len(value) == 1 and "$expr" in value:
+            return {"$expr": _describe(value["$expr"])}
+        return {str(k): plain(v) for k, v in value.items()}
+    if kind is list:
+        return [plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)):
         return value.value if isinstance(value, enum.Enum) else value
     if isinstance(value, enum.Enum):
         return plain(value.value)
