@@ -7,9 +7,8 @@ The web layer maps them to HTTP statuses: ``NotFound`` 404, ``IllegalTransition`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from dsl.errors import FlowError
+from dsl.errors import Diagnostic, FlowError
 
 
 class EngineError(FlowError):
@@ -52,11 +51,11 @@ class InvalidParams(EngineError):
 class CompileFailed(EngineError):
     """The source did not compile; ``diagnostics`` are the compiler's (file:line:col, message)."""
 
-    def __init__(self, diagnostics: Sequence[Any], filename: str = "") -> None:
+    def __init__(self, diagnostics: Sequence[Diagnostic], filename: str = "") -> None:
         self.diagnostics = list(diagnostics)
         self.filename = filename
-        errors = [d for d in self.diagnostics if getattr(d, "severity", "error") == "error"]
-        first = f": {getattr(errors[0], 'message', errors[0])}" if errors else ""
+        errors = [d for d in self.diagnostics if d.is_error]
+        first = f": {errors[0].message}" if errors else ""
         super().__init__(
             f"{filename or 'source'} has {len(errors)} error(s){first}; run `flow check` for details"
         )

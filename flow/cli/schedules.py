@@ -117,8 +117,9 @@ def _control(action: str, schedule_id: str) -> None:
     from engine.store.schedule_values import ScheduleNotFound
 
     store = _schedule_store(settings_from_env())
+    actions = {"pause": store.pause, "resume": store.resume, "delete": store.delete}
     try:
-        getattr(store, action)(schedule_id)
+        actions[action](schedule_id)
     except ScheduleNotFound as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"schedule {schedule_id}: {action}d")
