@@ -70,6 +70,21 @@ class Threads:
             thread.join(20)
 
 
+@pytest.fixture(autouse=True)
+def empty_queues(settings: Settings) -> None:
+    """The session's vhost is shared: tasks other tests left in ``noop``'s queue (or results in
+    ``flow.results``) would be taken by these workers first."""
+    import kombu
+
+    from engine.runtime import topology
+
+    with kombu.Connection(settings.broker_url) as conn:
+        channel = conn.default_channel
+        for queue in (topology.task_queue("noop"), topology.results_queue()):
+            queue.bind(channel).declare()
+            queue.bind(channel).purge()
+
+
 @pytest.fixture
 def threads() -> Iterator[Threads]:
     running = Threads()
