@@ -33,6 +33,7 @@ import select
 import signal
 import socket
 import threading
+import weakref
 import time
 import traceback
 import uuid
@@ -121,6 +122,14 @@ class _InFlight:
         return (self.task.task_id, self.task.fencing_token)
 
 
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class Worker:
     """Consumes the queues of ``task_types`` and runs their handlers; see the module docstring.
 
@@ -161,6 +170,7 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)  # when the worker is collected
         self._inflight: dict[int, _InFlight] = {}  # by id(future)
         # Results published (task id, fencing token) -> None, oldest first: a redelivered copy of
         # one of them is acked, not run again.
@@ -190,14 +200,6 @@ class Worker:
         self._window = PrefetchWindow(self.concurrency, settings.prefetch)
         self._window_applied = 0  # the prefetch count of the current consumer
         self._window_resized = 0.0  # monotonic time of the last basic.qos
-
-    def __del__(self) -> None:
-        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -468,20 +470,23 @@ class Worker:
     @staticmethod
     def _select_socket_any(connection: kombu.Connection) -> socket.socket | None:
         """The broker socket of a py-amqp connection (plain or TLS), else None (in-memory)."""
-        transport = getattr(connection.connection, "transport", None)
-        return getattr(transport, "sock", None)
+        if connection.transport.driver_type != "amqp":
+            return None
+        transport = connection.connection.transport  # py-amqp's; None once the connection closed
+        sock: socket.socket | None = transport.sock if transport is not None else None
+        return sock
 
-    @staticmethod
-    def _select_socket(connection: kombu.Connection) -> socket.socket | None:
+    @classmethod
+    def _select_socket(cls, connection: kombu.Connection) -> socket.socket | None:
         """The broker socket, if waiting on it with ``select`` cannot miss a frame: a plain TCP
         py-amqp transport with nothing buffered (it reads exactly the bytes of a frame). Else None
         (the in-memory transport, TLS), and the pump polls with ``drain_events`` as before."""
-        if connection.transport.driver_type != "amqp":
+        sock = cls._select_socket_any(connection)
+        if sock is None:
             return None
-        transport = connection.connection.transport  # py-amqp's
+        transport = connection.connection.transport
         if type(transport).__name__ != "TCPTransport" or transport._read_buffer:
             return None
-        sock: socket.socket | None = transport.sock
         return sock
 
     def _start_alone(self) -> None:
