@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.scratch_db import drop, fresh_database
+
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TASKS_PER_RUN = 10
 TARGET_MS = 100.0
@@ -75,25 +77,6 @@ FROM generate_series(1, :runs) AS r, generate_series(0, 9) AS s
 """
 
 
-def _fresh_database(admin_url: str) -> tuple[str, Any]:
-    import psycopg2
-
-    name = f"flow_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
-    return f"{base}/{name}", (admin, name)
-
-
-def _drop(handle: Any) -> None:
-    admin, name = handle
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
-
-
 def fill(database_url: str, tasks: int) -> str:
     """Store ``tasks`` tasks (10 per run); the id of a failed run to render."""
     from engine.store import Store, db
@@ -102,12 +85,11 @@ def fill(database_url: str, tasks: int) -> str:
     db.upgrade(engine)
     store = Store(engine)
     deployed = store.deploy(WORKFLOW, "bench.flow")[0]
-    version_id = getattr(deployed, "id", None) or getattr(deployed, "version_id", None)
     runs = max(1, tasks // TASKS_PER_RUN)
     started = time.perf_counter()
     with engine.begin() as conn:
-        if version_id is None:
-            version_id = conn.execute(sa.text("SELECT id FROM workflow_versions WHERE name = 'bench_chain'")).scalar_one()
+        version_id = conn.execute(sa.text("SELECT id FROM workflow_versions WHERE name = :name AND version = :version"),
+                                  {"name": deployed.name, "version": deployed.version}).scalar_one()
         conn.execute(sa.text(FILL_RUNS), {"runs": runs, "version_id": version_id})
         conn.execute(sa.text(FILL_TASKS), {"runs": runs})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -182,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
 
-    database_url, handle = _fresh_database(args.admin_url)
+    database_url, handle = fresh_database(args.admin_url)
     try:
         run_id = fill(database_url, args.tasks)
         results = measure(database_url, run_id, args.repeat)
@@ -190,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"kept {database_url}")
         else:
-            _drop(handle)
+            drop(handle)
     print(f"\n{'page':32} {'median ms':>10} {'worst ms':>10}")
     slow = []
     for label, median, worst in results:

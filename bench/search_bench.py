@@ -19,10 +19,10 @@ import random
 import statistics
 import sys
 import time
-import uuid
-from typing import Any
 
 import sqlalchemy as sa
+
+from bench.scratch_db import drop, fresh_database
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_MS = 50.0
@@ -55,25 +55,6 @@ INSERT INTO run_search_keys (run_id, key, value, created_at)
 SELECT id, k.key, search ->> k.key, created_at
 FROM runs, (VALUES ('order'), ('customer')) AS k(key)
 """
-
-
-def _fresh_database(admin_url: str) -> tuple[str, Any]:
-    import psycopg2
-
-    name = f"flow_search_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
-    return f"{base}/{name}", (admin, name)
-
-
-def _drop(handle: Any) -> None:
-    admin, name = handle
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def fill(database_url: str, runs: int) -> None:
@@ -144,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
 
-    database_url, handle = _fresh_database(args.admin_url)
+    database_url, handle = fresh_database(args.admin_url, "flow_search_bench")
     try:
         fill(database_url, args.runs)
         results = measure(database_url, args.runs, args.repeat)
@@ -152,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"kept {database_url}")
         else:
-            _drop(handle)
+            drop(handle)
     print(f"\n{'GET /api/runs?…':46} {'p50 ms':>8} {'p95 ms':>8} {'runs':>5}")
     slow = []
     for label, p50, p95, found in results:

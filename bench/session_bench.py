@@ -25,7 +25,8 @@ import sys
 import time
 from datetime import timedelta
 
-from bench.dashboard_bench import ADMIN_URL, _drop, _fresh_database, fill, logged_in_client
+from bench.dashboard_bench import ADMIN_URL, fill, logged_in_client
+from bench.scratch_db import drop, fresh_database
 
 BUDGET_MS = 1.0
 PAGES = (("overview", "/", False), ("overview fragment (poll)", "/", True), ("runs list", "/runs", False),
@@ -114,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL URL that may CREATE DATABASE")
     args = parser.parse_args(argv)
 
-    database_url, handle = _fresh_database(args.admin_url)
+    database_url, handle = fresh_database(args.admin_url)
     try:
         run_id = fill(database_url, args.tasks)
         pages, check_ms, touch_ms = measure(database_url, run_id, args.repeat)
     finally:
-        _drop(handle)
+        drop(handle)
     print(f"\n{'page':28} {'before ms':>10} {'after ms':>10} {'cost ms (paired median)':>24}")
     over = []
     for label, before, after, cost in pages:

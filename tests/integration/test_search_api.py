@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from engine.settings import Settings
-from engine.store import Store, db
+from engine.store import Store
 from web import create_app
 
 pytestmark = pytest.mark.integration
@@ -30,11 +29,8 @@ workflow {name}(order_id: int, customer: string, express: bool = false, note: st
 
 
 @pytest.fixture(scope="module")
-def store(postgres_url: str) -> Iterator[Store]:
-    db.upgrade(postgres_url)
-    engine = db.make_engine(postgres_url)
-    yield Store(engine)
-    engine.dispose()
+def store(pg_store: Store) -> Store:
+    return pg_store
 
 
 @pytest.fixture
