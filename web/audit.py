@@ -90,6 +90,23 @@ def note_refusal(message: str) -> None:
     g.flow_action_refusal = message
 
 
+def action_record(outcome: str = "ok", *, status: int | None = None) -> AuditRecord | None:
+    """The current request's audit row, for a view that commits it with its own writes (the run
+    start); None when the request is not an action. The view then calls ``mark_recorded``."""
+    action = ACTIONS.get(request.endpoint or "")
+    if action is None:
+        return None
+    name, via = actor()
+    target, run_id = _target_of_args(action)
+    return AuditRecord(actor=name, via=via, action=action, outcome=outcome, target=target, run_id=run_id,
+                       client_address=client_address(), status=status)
+
+
+def mark_recorded() -> None:
+    """The view committed the request's audit row itself: ``record_response`` writes none."""
+    g.flow_action_recorded = True
+
+
 def record_action(action: str, outcome: str, *, actor_name: str | None = None, target: str | None = None,
                   run_id: str | None = None, status: int | None = None, detail: str | None = None) -> None:
     """Write one audit row for the current request. A failure to write is logged, not raised: the
@@ -113,13 +130,19 @@ def _outcome(status: int) -> str:
     return "refused" if status in REFUSED_STATUSES else "failed"
 
 
-def _target(action: str, response: Response) -> tuple[str | None, str | None]:
-    """``(target, run_id)``: the resource the URL names, and the run it belongs to (if any)."""
+def _target_of_args(action: str) -> tuple[str | None, str | None]:
+    """``(target, run_id)`` as the URL names them."""
     args: dict[str, Any] = dict(request.view_args or {})
     target = next((f"{label} {args[key]}" for key, label in TARGET_ARGS if key in args), None)
     run_id: str | None = args.get("run_id")
     if action == "step.approve" and "step" in args:
         target = f"run {args['run_id']} step {args['step']}"
+    return target, run_id
+
+
+def _target(action: str, response: Response) -> tuple[str | None, str | None]:
+    """``(target, run_id)``: the resource the URL names, and the run it belongs to (if any)."""
+    target, run_id = _target_of_args(action)
     body = response.get_json(silent=True) if response.is_json and response.status_code < 300 else None
     if isinstance(body, dict):
         if action == "run.start" and isinstance(body.get("id"), str):
@@ -127,11 +150,12 @@ def _target(action: str, response: Response) -> tuple[str | None, str | None]:
             target = f"run {run_id}"
         elif action == "workflow.deploy" and isinstance(body.get("name"), str):
             target = f"workflow {body['name']}"
-    if run_id is None and "task_id" in args:
+    task_id = (request.view_args or {}).get("task_id")
+    if run_id is None and task_id is not None:
         from web.api.context import store
 
         try:
-            run_id = store().get_task(args["task_id"]).get("run_id")
+            run_id = store().get_task(task_id).get("run_id")
         except NotFound:
             run_id = None
     return target, run_id
@@ -140,7 +164,7 @@ def _target(action: str, response: Response) -> tuple[str | None, str | None]:
 def record_response(response: Response) -> Response:
     """``after_request`` of the API and dashboard blueprints: an audit row for each action."""
     action = ACTIONS.get(request.endpoint or "")
-    if action is None or request.method in ("GET", "HEAD", "OPTIONS"):
+    if action is None or request.method in ("GET", "HEAD", "OPTIONS") or g.get("flow_action_recorded"):
         return response
     target, run_id = _target(action, response)
     noted = g.get("flow_action_refusal") or g.get("flow_action_failure")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Connection, Table, select
 
 from engine.core.errors import InvalidParams
 from engine.store.context import StoreContext, iso
@@ -45,15 +45,21 @@ def _clip(value: str | None, length: int) -> str | None:
 
 
 def record(ctx: StoreContext, event: AuditRecord) -> None:
-    """Write one audit row, stamped now."""
+    """Write one audit row, stamped now, in a transaction of its own."""
+    with ctx.engine.begin() as conn:
+        write(ctx, conn, event)
+
+
+def write(ctx: StoreContext, conn: Connection, event: AuditRecord) -> None:
+    """Write one audit row, stamped now, in ``conn``'s transaction (an action that writes rows of
+    its own commits its audit row with them: one commit, and no action without its row)."""
     if event.outcome not in OUTCOMES:
         raise InvalidParams([f"audit outcome {event.outcome!r} is not one of {', '.join(OUTCOMES)}"])
     values = asdict(event)
     values.update(actor=_clip(event.actor, 200), target=_clip(event.target, 200), action=event.action[:64],
                   run_id=_clip(event.run_id, 36), client_address=_clip(event.client_address, 64),
                   detail=_clip(event.detail, 2000))
-    with ctx.engine.begin() as conn:
-        conn.execute(audit_events.insert().values(at=ctx.now(), **values))
+    conn.execute(audit_events.insert().values(at=ctx.now(), **values))
 
 
 def list_events(

@@ -43,6 +43,7 @@ from engine.store import (
     versions,
 )
 from engine.store.access import AccessStore
+from engine.store.audit import AuditRecord
 from engine.store.auth import TokenIdentity, UserInfo
 from engine.store.context import BatchOutcome, DeployedVersion, OutboxMessage, StoreContext
 from engine.store.listen import Listener, LocalBus
@@ -131,15 +132,17 @@ class Store:
         *,
         version: int | None = None,
         documents: bool = True,
+        audit: AuditRecord | None = None,
     ) -> list[starts.StartOutcome]:
         """Start one run per ``(params, idempotency_key)`` in one transaction (the API's start and
         batch start): one outcome per entry, in order, each with its run (and its document) or the
-        error that refused it (``InvalidParams``, ``Conflict``); the others start.
+        error that refused it (``InvalidParams``, ``Conflict``); the others start. ``audit``: the
+        action's audit row, committed with the runs when no entry was refused.
 
         Raises:
             NotFound: no such workflow (version).
         """
-        return starts.start_many(self._ctx, workflow, entries, version=version, documents=documents)
+        return starts.start_many(self._ctx, workflow, entries, version=version, documents=documents, audit=audit)
 
     def start_runs(
         self,

@@ -9,7 +9,7 @@ planned together, and their first messages are in the outbox when the transactio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,8 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import IntegrityError
 
 from engine.core.errors import Conflict, InvalidParams, NotFound
+from engine.store.audit import AuditRecord
+from engine.store.audit import write as write_audit
 from engine.store.context import StoreContext, to_datetime
 from engine.store.documents import run_document, run_documents
 from engine.store.outbox import notify_outbox
@@ -69,6 +71,7 @@ def start_many(
     backfill_id: str | None = None,
     all_or_nothing: bool = False,
     documents: bool = False,
+    audit: AuditRecord | None = None,
 ) -> list[StartOutcome]:
     """Start one run per ``(params, idempotency_key)`` entry, in one transaction; one outcome each,
     in order.
@@ -79,6 +82,8 @@ def start_many(
     run before gives that run back (``created`` False); a key repeated within the entries gives
     the run of its first entry. Every new run and its first messages commit together.
     ``documents``: also the run documents (``get_run``'s JSON), read in the same transaction.
+    ``audit``: the action's audit row, written in the same transaction when no entry was refused
+    (with the run as its target when there is one entry); the caller records a refusal itself.
 
     Raises:
         NotFound: no such workflow (version): no entry can start.
@@ -88,14 +93,24 @@ def start_many(
     for attempt in range(3):
         try:
             with ctx.engine.begin() as conn:
-                return _start_many(ctx, conn, workflow, entries, version, scheduled_at, parent_run_id,
-                                   backfill_id, all_or_nothing, documents)
+                outcomes = _start_many(ctx, conn, workflow, entries, version, scheduled_at, parent_run_id,
+                                       backfill_id, all_or_nothing, documents)
+                if audit is not None and all(o.error is None for o in outcomes):
+                    write_audit(ctx, conn, _audited(audit, outcomes))
+                return outcomes
         except IntegrityError:
             # A concurrent start with one of the keys committed first: the next attempt finds its
             # run (the keys' unique index is the only constraint a start can break).
             if attempt == 2 or not any(key for _, key in entries):
                 raise
     raise AssertionError("unreachable")
+
+
+def _audited(audit: AuditRecord, outcomes: Sequence[StartOutcome]) -> AuditRecord:
+    if len(outcomes) != 1 or outcomes[0].run_id is None:
+        return audit
+    run_id = str(outcomes[0].run_id)
+    return replace(audit, run_id=run_id, target=f"run {run_id}")
 
 
 def _start_many(

@@ -527,3 +527,26 @@ def test_waitress_refuses_a_large_body_in_json(tmp_path: Path) -> None:
         server.close()
         thread.join(10)
         app.extensions["flow"].db.dispose()
+
+
+def test_an_api_start_commits_its_audit_row_with_the_run(served: Served) -> None:
+    name = f"echo_{uuid.uuid4().hex[:8]}"
+    served.store.deploy(ECHO.format(name=name), "echo.flow")
+    _, token = served.store.create_token("start-bot", "operator")
+    api = served.client()
+    auth = {"Authorization": f"Bearer {token}"}
+    # When a token starts a run, repeats the start with its key, and tries one with bad params
+    first = api.post(f"/api/workflows/{name}/runs", json={"params": {"who": "x"}},
+                     headers={**auth, "Idempotency-Key": f"k-{name}"})
+    again = api.post(f"/api/workflows/{name}/runs", json={"params": {"who": "x"}},
+                     headers={**auth, "Idempotency-Key": f"k-{name}"})
+    refused = api.post(f"/api/workflows/{name}/runs", json={"params": {"who": 3}}, headers=auth)
+    assert (first.status_code, again.status_code, refused.status_code) == (201, 201, 422)
+    run_id = first.json()["id"]
+    assert again.json()["id"] == run_id
+    # Then the trail has one row per call, newest first: the two starts name the run
+    events = [e for e in admin_api(served, "/api/audit", actor="start-bot", action="run.start")["events"]]
+    assert [(e["run_id"], e["target"], e["outcome"], e["status"]) for e in events] == [
+        (None, f"workflow {name}", "failed", 422),
+        (run_id, f"run {run_id}", "ok", 201), (run_id, f"run {run_id}", "ok", 201)]
+    assert all(e["via"] == "api" for e in events)

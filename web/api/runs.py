@@ -16,6 +16,7 @@ from web.api.operations import operation
 from web.api.render import json_response, plain
 from web.api.timeparse import parse_time
 from web.api.validation import idempotency_key, json_body, query_args
+from web.audit import action_record, mark_recorded
 
 bp = Blueprint("runs", __name__)
 
@@ -41,10 +42,13 @@ def run_document(run_id: str) -> Any:
 )
 def start(name: str) -> Response:
     body = json_body(schemas.START_RUN, optional=True)
+    # The audit row commits with the run (one commit per start); a refusal is recorded after the
+    # response as usual.
     outcome = store().start(name, [(body.get("params") or {}, idempotency_key())],
-                            version=body.get("version"))[0]
+                            version=body.get("version"), audit=action_record(status=201))[0]
     if outcome.error is not None:
         raise outcome.error
+    mark_recorded()
     run_id = str(outcome.run_id)
     return json_response(outcome.document, 201, {"Location": url_for(".get", run_id=run_id)})
 
